@@ -1,0 +1,3 @@
+from siqkit.cli import main
+
+main()

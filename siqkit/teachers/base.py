@@ -1,0 +1,65 @@
+"""The one interface every teacher backend implements.
+
+A teacher receives a batch of :class:`TeacherInput` and returns one
+:class:`TeacherOutput` per input, in the same order. Backends never raise for a
+single bad sample: they return an output with ``finish_reason="error"`` and the
+error text, so the generate stage can store it with its reason and go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings; part of every work key, so changing them means new work."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class TeacherInput:
+    """One request: a seed's question and images, the rendered prompt, the sampling."""
+
+    key: str  # work key: hash of (seed, teacher, prompt, sampling, sample index)
+    seed_id: str
+    question: str
+    images: list[Image.Image]
+    # OpenAI-style chat messages. A user message's content is a list of parts:
+    # {"type": "image"} (the next image of ``images``, in order) or {"type": "text", "text": ...}.
+    messages: list[dict]
+    sampling: Sampling = field(default_factory=Sampling)
+    sample_index: int = 0
+    metadata: dict = field(default_factory=dict)  # the seed's metadata (never its gold answer)
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass
+class TeacherOutput:
+    """The raw result of one request."""
+
+    key: str
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+
+
+class Teacher(Protocol):
+    """A loaded teacher. ``generate`` keeps input order; ``close`` frees its resources."""
+
+    name: str
+
+    def generate(self, batch: list[TeacherInput]) -> list[TeacherOutput]: ...
+
+    def close(self) -> None: ...
