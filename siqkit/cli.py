@@ -1,0 +1,178 @@
+"""The ``siqkit`` command line: run, check and inspect recipes and run folders.
+
+Errors meant for the user (bad recipe, store in use, malformed row under --strict)
+print one line, ``error: ...``, and exit with the error's code: 2 for recipe and
+usage errors, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from siqkit import STAGES, __version__
+from siqkit.errors import SiqkitError
+from siqkit.progress import console, out
+
+app = typer.Typer(
+    name="siqkit",
+    help="Distil chain-of-thought from large (vision-)language teachers into small students, on one node.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SetOpt = typer.Option(
+    None, "--set", metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. --set seeds.sources[0].max=100 (repeatable; value parsed as YAML).",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"siqkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """siqkit: seeds -> generate -> annotate -> curate -> train -> eval -> export."""
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="The recipe YAML file."),
+    only: Optional[str] = typer.Option(None, "--only", metavar="STAGE", help=f"Run one stage: {', '.join(STAGES)}."),
+    start: Optional[str] = typer.Option(None, "--from", metavar="STAGE", help="Run from this stage to the end."),
+    overrides: Optional[list[str]] = SetOpt,
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed input row instead of quarantining it."),
+) -> None:
+    """Run a recipe (all stages, or --only / --from one) in its run folder."""
+    from siqkit.recipe import load_recipe
+    from siqkit.runner import run_recipe, select_stages
+
+    rec = load_recipe(recipe, overrides)
+    select_stages(only, start)  # refuse a bad stage name before the run folder is touched
+    run_dir = run_recipe(rec, only=only, start=start, strict=strict, command=" ".join(["siqkit", *sys.argv[1:]]))
+    console.print(f"[green]done[/green]: {run_dir}  (see: siqkit inspect {run_dir})")
+
+
+@app.command()
+def check(
+    recipe: Path = typer.Argument(..., help="The recipe YAML file."),
+    overrides: Optional[list[str]] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Validate a recipe and print the plan: stages, models, data sources and their sizes."""
+    from siqkit.recipe import load_recipe
+    from siqkit.runner import plan
+
+    p = plan(load_recipe(recipe, overrides))
+    if as_json:
+        print(json.dumps(p, indent=2))
+        return
+
+    out.print(f"[green]recipe OK[/green]: {p['recipe']} -> run folder {p['run_dir']} (seed {p['seed']})")
+    t = Table(title="stages")
+    for col in ("stage", "status", "detail"):
+        t.add_column(col)
+    for s in p["stages"]:
+        style = "green" if s["status"] == "will run" else "dim"
+        t.add_row(s["stage"], f"[{style}]{s['status']}[/{style}]", s["detail"])
+    out.print(t)
+    t = Table(title="seed sources" + (f" (max_total {p['max_total']})" if p["max_total"] else ""))
+    for col in ("name", "type", "path", "rows", "size", "splits", "max/split", "weight"):
+        t.add_column(col, justify="right" if col in ("rows", "size", "weight") else "left")
+    for s in p["sources"]:
+        t.add_row(s["name"], s["type"], s["path"], _num(s["rows"]), _bytes(s["size_bytes"]),
+                  ", ".join(s["splits"] or []) or "-", _num(s["max"]), f"{s['weight']:g}")
+    out.print(t)
+    if p["models"]:
+        t = Table(title="models")
+        for col in ("role", "name", "backend", "model", "samples"):
+            t.add_column(col)
+        for m in p["models"]:
+            t.add_row(m["role"], m["name"], m["backend"], m["model"], str(m["samples"]))
+        out.print(t)
+
+
+@app.command()
+def inspect(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+) -> None:
+    """Show what a run folder holds: per-stage counts, seeds by source and split, quarantine and drop reasons."""
+    from siqkit.inspect import summarize
+
+    s = summarize(run_dir)
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+
+    t = Table(title=f"stages in {s['run_dir']}")
+    for col in ("stage", "status", "finished", "seconds"):
+        t.add_column(col)
+    for stage, info in s["stages"].items():
+        t.add_row(stage, info["status"], info["finished_at"] or "-", str(info["counts"].get("seconds", "-")))
+    out.print(t)
+    t = Table(title=f"seeds: {s['seeds']['selected']:,} selected of {s['seeds']['stored']:,} stored")
+    for col in ("source", "split", "stored", "selected"):
+        t.add_column(col, justify="right" if col in ("stored", "selected") else "left")
+    for src, splits in s["seeds"]["by_source"].items():
+        for split, n in splits.items():
+            t.add_row(src, split, f"{n['stored']:,}", f"{n['selected']:,}")
+    out.print(t)
+    for title, data in (("quarantined rows", s["quarantine"]["by_source"]), ("dropped", s["drops"]["by_stage"])):
+        if not data:
+            continue
+        t = Table(title=title)
+        for col in ("where", "reason", "count"):
+            t.add_column(col, justify="right" if col == "count" else "left")
+        for where, reasons in data.items():
+            for reason, n in reasons.items():
+                t.add_row(where, reason, f"{n:,}")
+        out.print(t)
+
+
+def _num(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def main() -> None:
+    """Console entry point: turn siqkit errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except SiqkitError as e:
+        console.print(f"[red]error[/red]: {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]; finished work is kept, rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

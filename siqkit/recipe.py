@@ -1,0 +1,451 @@
+"""Recipes: the YAML schema, its validation, ``--set`` overrides and ``${ENV}`` substitution.
+
+A recipe is validated completely before anything runs. Any problem (unknown key,
+wrong type, missing file, impossible value) becomes a :class:`RecipeError` whose
+message is one line naming the key path, e.g.
+``teachers[1].backend: unknown backend 'vlm'; expected one of transformers, llama_cpp, openai, python``.
+
+Path rules: relative paths in a recipe are resolved against the recipe file's folder,
+except ``run.dir``, which is relative to the current directory (the default is
+``runs/<run.name>``), so that runs land where the user works, not beside the recipe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from siqkit.errors import RecipeError
+
+SOURCE_TYPES = ("jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "digits")
+FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
+BACKENDS = ("transformers", "llama_cpp", "openai", "python")
+DIGIT_OPERATIONS = ("add", "subtract", "multiply")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class RunConfig(_Model):
+    """Where the run folder lives."""
+
+    name: str | None = None  # default: the recipe file's stem
+    dir: Path | None = None  # default: runs/<name>, relative to the current directory
+
+
+class SourceConfig(_Model):
+    """One seed source. Fields not used by a source type are ignored by it."""
+
+    name: str
+    type: Literal["jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "digits"]
+    path: Path | None = None  # file (jsonl/csv/parquet), questions file (images), folder (hf_disk)
+    root: Path | None = None  # dataset root for image paths; default: the folder of `path`
+    fields: dict[str, str] = Field(default_factory=dict)  # our name -> column name
+    split: str = "train"  # split for rows that carry none
+    splits: list[str] | None = None  # keep only these splits; None keeps all
+    max: int | None = None  # cap per split (deterministic sample under the recipe seed)
+    weight: float = 1.0  # share of seeds.max_total, relative to the other sources
+    # digits only
+    num_images: dict[str, int] = Field(default_factory=lambda: {"train": 3000, "test": 600})
+    max_digits: int = 2
+    operations: list[Literal["add", "subtract", "multiply"]] = Field(
+        default_factory=lambda: list(DIGIT_OPERATIONS)
+    )
+    test_fraction: float = 0.25
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("question", "answer", "image", "split", "caption")
+        for key in v:
+            if key not in known:
+                raise ValueError(f"unknown field '{key}'; expected one of {', '.join(known)}")
+        return {"question": "question", "answer": "answer", "image": "image",
+                "split": "split", "caption": "caption", **v}
+
+    @field_validator("max")
+    @classmethod
+    def _positive_max(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1 (got {v}); remove it for no cap")
+        return v
+
+    @field_validator("weight")
+    @classmethod
+    def _positive_weight(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be greater than 0 (got {v})")
+        return v
+
+    @field_validator("num_images")
+    @classmethod
+    def _counts(cls, v: dict[str, int]) -> dict[str, int]:
+        for split, n in v.items():
+            if n < 0:
+                raise ValueError(f"{split}: must be 0 or more (got {n})")
+        return v
+
+    @field_validator("max_digits")
+    @classmethod
+    def _digits(cls, v: int) -> int:
+        if not 1 <= v <= 4:
+            raise ValueError(f"must be between 1 and 4 (got {v})")
+        return v
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"must be between 0 and 1, exclusive (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _paths(self) -> "SourceConfig":
+        if self.type in FILE_SOURCES and self.path is None:
+            raise ValueError(f"path: required for a '{self.type}' source")
+        return self
+
+
+class SeedsConfig(_Model):
+    """The seed pool: its sources, and how many seeds to keep per split."""
+
+    sources: list[SourceConfig]
+    # Per split ({"train": 20000}) or for every split (an int). Sources share it by weight.
+    max_total: int | dict[str, int] | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, v: list[SourceConfig]) -> list[SourceConfig]:
+        if not v:
+            raise ValueError("at least one source is required")
+        seen: set[str] = set()
+        for i, src in enumerate(v):
+            if src.name in seen:
+                raise ValueError(f"[{i}].name: duplicate source name '{src.name}'")
+            seen.add(src.name)
+        return v
+
+    @field_validator("max_total")
+    @classmethod
+    def _total(cls, v: int | dict[str, int] | None) -> int | dict[str, int] | None:
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        for n in values:
+            if n < 1:
+                raise ValueError(f"must be at least 1 (got {n})")
+        return v
+
+
+class Endpoint(_Model):
+    url: str
+    concurrency: int = 4
+
+
+class SamplingConfig(_Model):
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+
+class TeacherConfig(_Model):
+    """One teacher. Which fields a backend reads is documented in its module."""
+
+    name: str
+    backend: Literal["transformers", "llama_cpp", "openai", "python"]
+    path: Path | None = None  # transformers: checkpoint folder; llama_cpp: .gguf file
+    mmproj: Path | None = None  # llama_cpp: vision projector .gguf
+    callable: str | None = None  # python: "module:function"
+    model: str | None = None  # openai: model name sent to the server
+    endpoints: list[Endpoint] = Field(default_factory=list)  # openai
+    api_key_env: str | None = None  # openai: name of the environment variable holding the key
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    quantization: Literal["4bit", "8bit", "bf16", "fp32"] = "4bit"  # transformers
+    batch_size: int = 8
+    n_ctx: int = 4096  # llama_cpp
+    n_gpu_layers: int = -1  # llama_cpp
+    trust_remote_code: bool = False
+    samples: int = 1  # samples per seed
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> "TeacherConfig":
+        need = {"transformers": "path", "llama_cpp": "path", "python": "callable"}.get(self.backend)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"{need}: required for the '{self.backend}' backend")
+        if self.backend == "openai" and not self.endpoints:
+            raise ValueError("endpoints: the 'openai' backend needs at least one endpoint")
+        if self.samples < 1:
+            raise ValueError(f"samples: must be at least 1 (got {self.samples})")
+        return self
+
+
+class Recipe(_Model):
+    """A whole recipe. Stages whose section is absent are not run."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    seed: int = 0  # one seed for every sampling decision in the run
+    seeds: SeedsConfig
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+
+    # set by load_recipe, not by the YAML
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique_teachers(cls, v: list[TeacherConfig]) -> list[TeacherConfig]:
+        names = [t.name for t in v]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"[{i}].name: duplicate teacher name '{name}'")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.dir if self.run.dir is not None else Path("runs") / (self.run.name or "run")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    for item in overrides or []:
+        apply_override(data, item)
+    data = substitute_env(data)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(format_validation_error(e)) from None
+    recipe.path = path
+    if recipe.run.name is None:
+        recipe.run.name = path.stem
+    _resolve_paths(recipe, path.parent)
+    _check_files(recipe)
+    return recipe
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one ``key.path[index]=value`` override; the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. student.path=/models/x")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = _split_key(key.strip(), item)
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        node = _descend(node, part, default=[] if isinstance(nxt, int) else {}, item=item)
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise RecipeError(f"--set {item}: index [{last}] is out of range")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {item}: '{last}' is not inside a mapping")
+        node[last] = value
+
+
+def _split_key(key: str, item: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in key.split("."):
+        m = re.fullmatch(r"([A-Za-z_][\w-]*)?((?:\[-?\d+\])*)", token)
+        if not m or (not m.group(1) and not m.group(2)):
+            raise RecipeError(f"--set {item}: cannot parse key '{key}'")
+        if m.group(1):
+            parts.append(m.group(1))
+        parts.extend(int(x) for x in re.findall(r"\[(-?\d+)\]", m.group(2)))
+    return parts
+
+
+def _descend(node: Any, part: str | int, default: Any, item: str) -> Any:
+    if isinstance(part, int):
+        if not isinstance(node, list) or not -len(node) <= part < len(node):
+            raise RecipeError(f"--set {item}: index [{part}] is out of range")
+        return node[part]
+    if not isinstance(node, dict):
+        raise RecipeError(f"--set {item}: '{part}' is not inside a mapping")
+    if node.get(part) is None:
+        node[part] = default
+    return node[part]
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(node: Any, where: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the recipe."""
+    if isinstance(node, dict):
+        return {k: substitute_env(v, _join(where, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def repl(m: re.Match) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                raise RecipeError(
+                    f"{where}: environment variable {m.group(1)} is not set "
+                    f"(export it, or pass --set {where}=VALUE)"
+                )
+            return value
+
+        return _ENV.sub(repl, node)
+    return node
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+# ------------------------------------------------------------------------ error text
+
+
+_TYPE_NAMES = {
+    "int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
+    "list": "a list", "dict": "a mapping", "model": "a mapping", "path": "a path",
+}
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "union[", "int", "dict[", "list[")) and "." not in str(part):
+            continue  # pydantic's union-branch markers are not keys
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(e: dict) -> str:
+    kind, loc, value = e["type"], e["loc"], e.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = f"unknown key '{loc[-1]}'"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif allowed:
+            msg += f"; expected one of {', '.join(allowed)}"
+        return msg
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        expected = [x.strip(" '") for x in re.split(r",| or ", e["ctx"]["expected"]) if x.strip()]
+        field = str(loc[-1]) if not isinstance(loc[-1], int) else "value"
+        return f"unknown {field} {value!r}; expected one of {', '.join(expected)}"
+    if kind.endswith(("_type", "_parsing")) and kind != "value_error":
+        want = kind.rsplit("_", 1)[0].replace("_type", "")
+        want = _TYPE_NAMES.get(want.split("_")[0], want)
+        return f"expected {want}, got {type(value).__name__} {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return e["msg"].lower()
+    msg = e["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+        if model is None:
+            return []
+    return [k for k in getattr(model, "model_fields", {}) if k != "path" or model is not Recipe]
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line: the first problem with its key path, and how many more there are."""
+    errors = err.errors()
+    # a value error raised by a validator may name a sub-key ("[2].name: ..." or "path: ...")
+    first = errors[0]
+    path = _key_path(first["loc"])
+    msg = _describe(first)
+    m = re.match(r"(\[\d+\])?(\.?[A-Za-z_]\w*)?: (.*)", msg) if first["type"] == "value_error" else None
+    if m and (m.group(1) or m.group(2)):
+        sub = (m.group(1) or "") + (m.group(2) or "")
+        path = f"{path}{sub if sub.startswith(('[', '.')) else '.' + sub}" if path != "(top level)" else sub.lstrip(".")
+        msg = m.group(3)
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: {msg}{tail}"
+
+
+# ------------------------------------------------------------------------ resolution
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    def fix(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    for src in recipe.seeds.sources:
+        src.path, src.root = fix(src.path), fix(src.root)
+    for t in recipe.teachers:
+        t.path, t.mmproj = fix(t.path), fix(t.mmproj)
+    if recipe.run.dir is not None:
+        recipe.run.dir = recipe.run.dir.expanduser()
+
+
+def _check_files(recipe: Recipe) -> None:
+    for i, src in enumerate(recipe.seeds.sources):
+        where = f"seeds.sources[{i}]"
+        if src.path is not None and not src.path.exists():
+            raise RecipeError(f"{where}.path: file not found: {src.path}")
+        if src.type == "hf_disk" and src.path is not None and not src.path.is_dir():
+            raise RecipeError(f"{where}.path: expected a folder written by save_to_disk: {src.path}")
+        if src.type in ("jsonl", "csv", "parquet", "images") and src.path is not None and not src.path.is_file():
+            raise RecipeError(f"{where}.path: expected a file, got a folder: {src.path}")
+        if src.root is not None and not src.root.is_dir():
+            raise RecipeError(f"{where}.root: folder not found: {src.root}")
+    for i, t in enumerate(recipe.teachers):
+        for key in ("path", "mmproj"):
+            p = getattr(t, key)
+            if p is not None and not p.exists():
+                raise RecipeError(f"teachers[{i}].{key}: file not found: {p}")

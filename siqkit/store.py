@@ -1,0 +1,217 @@
+"""The run store: one DuckDB file per run folder, content-addressed media, and the run lock.
+
+Every stage reads its inputs from here and writes its outputs back, with lineage. The
+tables are defined once, in :data:`SCHEMA`; :data:`SCHEMA_VERSION` is written into the
+file when it is created and checked every time it is opened, so an older or newer
+siqkit refuses a store it does not understand instead of misreading it.
+
+Run folder layout::
+
+    runs/<name>/
+      store.duckdb     the tables below
+      media/ab/<sha256>.png   images, stored once by the hash of their bytes
+      siqkit.log       the log of every command run on this folder
+      .lock            held (flock) by the siqkit process writing to the folder
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+from PIL import Image
+
+from siqkit import __version__
+from siqkit.errors import StoreError
+
+SCHEMA_VERSION = 1
+STORE_FILE = "store.duckdb"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS stage_run_id;
+-- one row per stage execution: its resolved settings and its counts
+CREATE TABLE IF NOT EXISTS stage_runs (
+    id BIGINT PRIMARY KEY DEFAULT nextval('stage_run_id'),
+    stage VARCHAR NOT NULL, status VARCHAR NOT NULL,      -- running | done | failed
+    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+    settings JSON, counts JSON, siqkit_version VARCHAR, error VARCHAR);
+-- images, stored once under media/ by the sha256 of their bytes
+CREATE TABLE IF NOT EXISTS media (
+    hash VARCHAR PRIMARY KEY, format VARCHAR, width INTEGER, height INTEGER, size_bytes BIGINT);
+-- the seed pool; columns mirror siqkit.records.Seed, plus the pool selection flag
+CREATE TABLE IF NOT EXISTS seeds (
+    id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, split VARCHAR NOT NULL,
+    question VARCHAR NOT NULL, answer VARCHAR, images VARCHAR[], metadata JSON,
+    origin VARCHAR, selected BOOLEAN NOT NULL DEFAULT TRUE);
+-- which version of each seed source is fully ingested (for skipping on rerun)
+CREATE TABLE IF NOT EXISTS source_runs (
+    source VARCHAR PRIMARY KEY, fingerprint VARCHAR, finished_at TIMESTAMP, counts JSON);
+-- malformed input rows, with where and why
+CREATE TABLE IF NOT EXISTS quarantine (
+    stage VARCHAR NOT NULL, source VARCHAR, file VARCHAR, line INTEGER, field VARCHAR,
+    reason VARCHAR NOT NULL, detail VARCHAR);
+-- items a stage removed on purpose, with why
+CREATE TABLE IF NOT EXISTS drops (
+    stage VARCHAR NOT NULL, item VARCHAR, source VARCHAR, reason VARCHAR NOT NULL, detail VARCHAR);
+"""
+
+
+class MediaStore:
+    """Content-addressed files: ``put`` stores bytes once and returns their hash."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, digest: str, fmt: str) -> Path:
+        return self.root / digest[:2] / f"{digest}.{fmt}"
+
+    def put(self, data: bytes) -> tuple[str, str, int, int]:
+        """Store image bytes (if new); return (sha256, format, width, height)."""
+        digest = hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as im:  # header only: size and format
+            fmt = (im.format or "bin").lower()
+            width, height = im.size
+        target = self.path(digest, fmt)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)  # atomic: a reader never sees half a file
+        return digest, fmt, width, height
+
+
+class RunLock:
+    """An exclusive flock on ``RUN_DIR/.lock``; the OS releases it if the process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self._fh: Any = None
+
+    def acquire(self, command: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreError(
+                f"{self.path.parent}: run folder is in use by {holder}; "
+                "wait for it to finish or stop it, then run again"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')} ({command})")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class Store:
+    """A run folder's DuckDB store and media. Use :meth:`open`."""
+
+    def __init__(self, run_dir: Path, con: duckdb.DuckDBPyConnection):
+        self.run_dir = run_dir
+        self.con = con
+        self.media = MediaStore(run_dir / "media")
+
+    @classmethod
+    def open(cls, run_dir: str | Path, *, create: bool = False, read_only: bool = False) -> "Store":
+        run_dir = Path(run_dir)
+        db = run_dir / STORE_FILE
+        if not db.exists() and not create:
+            raise StoreError(f"{run_dir}: no run store here (expected {STORE_FILE}); run a recipe first")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreError(
+                    f"{db}: the run store is open in another siqkit process; try again when it finishes"
+                ) from None
+            raise StoreError(f"{db}: cannot open the run store: {str(e).splitlines()[0]}") from None
+        store = cls(run_dir, con)
+        store._check_schema(create=not read_only)
+        return store
+
+    def _check_schema(self, create: bool) -> None:
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if has_meta:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = int(row[0]) if row else None
+            if found != SCHEMA_VERSION:
+                self.con.close()
+                raise StoreError(
+                    f"{self.run_dir / STORE_FILE}: run store schema version {found}, but this siqkit "
+                    f"({__version__}) reads version {SCHEMA_VERSION}; use a matching siqkit or a new run folder"
+                )
+        elif create:
+            self.con.execute(SCHEMA)
+            self.con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?), ('created_by', ?), ('created_at', ?)",
+                [str(SCHEMA_VERSION), f"siqkit {__version__}", time.strftime("%Y-%m-%dT%H:%M:%S")],
+            )
+        else:
+            raise StoreError(f"{self.run_dir / STORE_FILE}: not a siqkit run store (no meta table)")
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing: after a crash inside, the store is as it was before."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # -- stage bookkeeping -------------------------------------------------------------
+
+    def begin_stage(self, stage: str, settings: dict) -> int:
+        return self.con.execute(
+            "INSERT INTO stage_runs (stage, status, started_at, settings, siqkit_version) "
+            "VALUES (?, 'running', now(), ?, ?) RETURNING id",
+            [stage, json.dumps(settings, default=str), __version__],
+        ).fetchone()[0]
+
+    def end_stage(self, run_id: int, counts: dict, error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE stage_runs SET status = ?, finished_at = now(), counts = ?, error = ? WHERE id = ?",
+            ["failed" if error else "done", json.dumps(counts), error, run_id],
+        )
+
+    def last_stage_runs(self) -> dict[str, dict]:
+        rows = self.con.execute(
+            "SELECT stage, status, started_at, finished_at, counts, settings, error FROM stage_runs "
+            "QUALIFY row_number() OVER (PARTITION BY stage ORDER BY id DESC) = 1"
+        ).fetchall()
+        out = {}
+        for stage, status, started, finished, counts, settings, error in rows:
+            out[stage] = {
+                "status": "interrupted" if status == "running" else status,
+                "started_at": str(started), "finished_at": str(finished) if finished else None,
+                "counts": json.loads(counts) if counts else {},
+                "settings": json.loads(settings) if settings else {},
+                "error": error,
+            }
+        return out
