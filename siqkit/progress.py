@@ -80,9 +80,14 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
         if isinstance(h, logging.FileHandler):
             root.removeHandler(h)
             h.close()
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        handler = RichHandler(console=console, show_path=False, show_time=console.is_terminal,
-                              markup=False, rich_tracebacks=False)
+    if not any(getattr(h, "_siqkit_console", False) for h in root.handlers):
+        handler: logging.Handler
+        if console.is_terminal:
+            handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+        else:  # piped or captured: plain lines that never wrap, so they can be grepped
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._siqkit_console = True  # type: ignore[attr-defined]
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
         root.addHandler(handler)
     if log_file is not None:

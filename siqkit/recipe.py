@@ -27,6 +27,8 @@ SOURCE_TYPES = ("jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "dig
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "llama_cpp", "openai", "python")
 DIGIT_OPERATIONS = ("add", "subtract", "multiply")
+FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
+                  "split": "split", "caption": "caption"}  # our field name -> column name
 
 
 class _Model(BaseModel):
@@ -47,7 +49,7 @@ class SourceConfig(_Model):
     type: Literal["jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "digits"]
     path: Path | None = None  # file (jsonl/csv/parquet), questions file (images), folder (hf_disk)
     root: Path | None = None  # dataset root for image paths; default: the folder of `path`
-    fields: dict[str, str] = Field(default_factory=dict)  # our name -> column name
+    fields: dict[str, str] = Field(default_factory=lambda: dict(FIELD_DEFAULTS))  # ours -> column
     split: str = "train"  # split for rows that carry none
     splits: list[str] | None = None  # keep only these splits; None keeps all
     max: int | None = None  # cap per split (deterministic sample under the recipe seed)
@@ -63,12 +65,10 @@ class SourceConfig(_Model):
     @field_validator("fields")
     @classmethod
     def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
-        known = ("question", "answer", "image", "split", "caption")
         for key in v:
-            if key not in known:
-                raise ValueError(f"unknown field '{key}'; expected one of {', '.join(known)}")
-        return {"question": "question", "answer": "answer", "image": "image",
-                "split": "split", "caption": "caption", **v}
+            if key not in FIELD_DEFAULTS:
+                raise ValueError(f"unknown field '{key}'; expected one of {', '.join(FIELD_DEFAULTS)}")
+        return {**FIELD_DEFAULTS, **v}
 
     @field_validator("max")
     @classmethod

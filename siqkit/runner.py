@@ -60,13 +60,13 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
         setup_logging(run_dir / "siqkit.log")
         store = Store.open(run_dir, create=True)
         try:
-            log.info("run folder %s; stages: %s", run_dir, ", ".join(stages))
-            for stage in stages:
-                fn = STAGE_RUNNERS.get(stage)
-                if fn is None:
-                    log.info("%s: not part of this version of siqkit yet; skipped", stage)
-                    continue
-                _run_stage(store, recipe, stage, fn, strict)
+            ready = [s for s in stages if s in STAGE_RUNNERS]
+            log.info("run folder %s; stages: %s", run_dir, ", ".join(ready))
+            if len(ready) < len(stages):
+                log.info("not part of this version of siqkit yet, skipped: %s",
+                         ", ".join(s for s in stages if s not in STAGE_RUNNERS))
+            for stage in ready:
+                _run_stage(store, recipe, stage, STAGE_RUNNERS[stage], strict)
         finally:
             store.close()
     finally:

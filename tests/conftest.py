@@ -1,0 +1,35 @@
+"""Session-wide test settings: offline, deterministic, and helpers to drive the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``siqkit ARGS`` as a user would (a fresh process), capturing its output."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "siqkit", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """``cli("run", "recipe.yaml")`` runs the real command line in a temporary folder."""
+
+    def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+        return run_cli(*args, cwd=kw.pop("cwd", tmp_path), **kw)
+
+    return _run
