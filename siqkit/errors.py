@@ -23,3 +23,7 @@ class QuarantineError(SiqkitError):
     """A malformed input row under ``--strict``."""
 
     exit_code = 1
+
+
+class SourceError(SiqkitError):
+    """A whole seed source cannot be used (file missing, not Parquet, no question column...)."""

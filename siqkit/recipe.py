@@ -22,8 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from siqkit.errors import RecipeError
+from siqkit.seeds.sources import SOURCE_TYPES
 
-SOURCE_TYPES = ("jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "digits")
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "llama_cpp", "openai", "python")
 DIGIT_OPERATIONS = ("add", "subtract", "multiply")
@@ -46,7 +46,7 @@ class SourceConfig(_Model):
     """One seed source. Fields not used by a source type are ignored by it."""
 
     name: str
-    type: Literal["jsonl", "csv", "parquet", "images", "hf_disk", "easy_vqa", "digits"]
+    type: Literal[SOURCE_TYPES]  # type: ignore[valid-type]
     path: Path | None = None  # file (jsonl/csv/parquet), questions file (images), folder (hf_disk)
     root: Path | None = None  # dataset root for image paths; default: the folder of `path`
     fields: dict[str, str] = Field(default_factory=lambda: dict(FIELD_DEFAULTS))  # ours -> column
