@@ -1,0 +1,30 @@
+"""Annotation: pure functions that judge, label and measure generated traces.
+
+- :mod:`~siqkit.annotate.normalize`: is a predicted answer the gold one (yes/no,
+  numbers, option letters, short text)?
+- :mod:`~siqkit.annotate.labels`: rule-based task tags and the judge's JSON verdict.
+- :mod:`~siqkit.annotate.stats`: token counts, step counts, answer length.
+- :mod:`~siqkit.annotate.difficulty`: difficulty from pass rate over k samples and/or
+  a judge score.
+
+Nothing here touches the run store; the annotate stage calls these and stores the results.
+"""
+
+from siqkit.annotate.difficulty import Difficulty, combine_difficulty, level_from_pass_rate, pass_rate
+from siqkit.annotate.labels import parse_judge_json, task_labels
+from siqkit.annotate.normalize import infer_kind, judge_answer
+from siqkit.annotate.stats import ReasoningStats, count_steps, reasoning_stats
+
+__all__ = [
+    "Difficulty",
+    "ReasoningStats",
+    "combine_difficulty",
+    "count_steps",
+    "infer_kind",
+    "judge_answer",
+    "level_from_pass_rate",
+    "parse_judge_json",
+    "pass_rate",
+    "reasoning_stats",
+    "task_labels",
+]
