@@ -1,0 +1,44 @@
+"""The command line as a user meets it: help texts, the plan table, inspect, and the README's commands."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+
+
+def test_help_for_every_command(cli):
+    for args in ([], ["run"], ["check"], ["inspect"]):
+        res = cli(*args, "--help")
+        assert res.returncode == 0, res.stderr
+        assert "Usage" in res.stdout
+    assert "--only" in cli("run", "--help").stdout and "--strict" in cli("run", "--help").stdout
+    assert cli("--version").stdout.startswith("siqkit ")
+
+
+def test_check_prints_the_plan(cli):
+    res = cli("check", str(REPO / "recipes" / "quickstart.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert "recipe OK" in res.stdout
+    for word in ("stages", "seeds", "will run", "not available yet", "easy_vqa", "48,248", "digits", "3,600"):
+        assert word in res.stdout, word
+    res = cli("check", str(REPO / "recipes" / "quickstart.yaml"), "--json", "--set", "seeds.sources[1].max=10")
+    assert '"max": 10' in res.stdout
+
+
+def test_inspect_of_a_folder_without_a_store(cli, tmp_path):
+    res = cli("inspect", str(tmp_path))
+    assert res.returncode == 1
+    assert "no run store here" in res.stderr
+
+
+def test_readme_first_screen_gives_the_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:30])
+    commands = re.findall(r"```bash\n(.+?)\n```", first_screen)
+    assert len(commands) == 2
+    main, tests = commands
+    assert main.endswith("siqkit run recipes/quickstart.yaml")
+    assert "pytest" in tests
+    ci = (REPO / ".ci" / "run").read_text()
+    assert tests in ci.splitlines(), ".ci/run must run the README's test command"
