@@ -129,6 +129,19 @@ def inspect(
         for split, n in splits.items():
             t.add_row(src, split, f"{n['stored']:,}", f"{n['selected']:,}")
     out.print(t)
+    if s["teachers"]:
+        t = Table(title="teachers")
+        for col in ("teacher", "traces", "parse failures", "errors", "accuracy (train)", "accuracy (test)",
+                    "easy/medium/hard", "samples/s"):
+            t.add_column(col, justify="left" if col == "teacher" else "right")
+        for name, info in s["teachers"].items():
+            acc = info.get("accuracy", {})
+            diff = info.get("difficulty", {})
+            t.add_row(name, f"{info.get('traces', 0):,}", f"{info.get('parse_failures', 0):,}",
+                      f"{info.get('errors', 0):,}", _acc(acc.get("train")), _acc(acc.get("test")),
+                      "/".join(f"{diff.get(b, 0):,}" for b in ("easy", "medium", "hard")),
+                      f"{(info.get('throughput') or {}).get('samples_per_s') or 0:,.1f}")
+        out.print(t)
     for title, data in (("quarantined rows", s["quarantine"]["by_source"]), ("dropped", s["drops"]["by_stage"])):
         if not data:
             continue
@@ -139,6 +152,12 @@ def inspect(
             for reason, n in reasons.items():
                 t.add_row(where, reason, f"{n:,}")
         out.print(t)
+
+
+def _acc(a: dict | None) -> str:
+    if not a or a["accuracy"] is None:
+        return "-"
+    return f"{a['accuracy']:.1%} of {a['graded']:,}"
 
 
 def _num(n: int | None) -> str:

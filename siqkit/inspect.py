@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from siqkit.annotate.stage import teacher_summary
 from siqkit.store import SCHEMA_VERSION, Store
 
 
 def summarize(run_dir: str | Path) -> dict:
-    """Per-stage status and counts, seeds by source and split, quarantine and drop reasons."""
+    """Per-stage status and counts, seeds by source and split, quarantine and drop reasons, teachers."""
     store = Store.open(run_dir, read_only=True)
     try:
         q = store.con.execute
@@ -43,6 +44,7 @@ def summarize(run_dir: str | Path) -> dict:
             "quarantine": {"total": sum(sum(v.values()) for v in quarantine.values()),
                            "by_stage": quarantine, "by_source": quarantine_by_source},
             "drops": {"total": sum(sum(v.values()) for v in drops.values()), "by_stage": drops},
+            "teachers": teacher_summary(store),
         }
     finally:
         store.close()

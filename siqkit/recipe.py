@@ -153,6 +153,42 @@ class SamplingConfig(_Model):
     top_p: float = 1.0
 
 
+class PromptConfig(_Model):
+    """How a seed becomes a prompt. Placeholders: {question}, {source}, {split}."""
+
+    system: str | None = None  # None: siqkit's default, asking for <think>…</think> then <answer>…</answer>
+    template: str = "{question}"
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        import string
+
+        for _, name, _, _ in string.Formatter().parse(v):
+            if name is not None and name not in ("question", "source", "split"):
+                raise ValueError(f"unknown placeholder {{{name}}}; use {{question}}, {{source}} or {{split}}")
+        return v
+
+
+class RouteConfig(_Model):
+    """Which seeds a teacher takes; every condition given must hold. Empty: every seed."""
+
+    sources: list[str] | None = None
+    splits: list[str] | None = None
+    labels: list[str] | None = None  # any of these task labels (siqkit.annotate.labels rules)
+    question_regex: str | None = None  # searched, case-insensitive
+
+    @field_validator("question_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e}") from None
+        return v
+
+
 class TeacherConfig(_Model):
     """One teacher. Which fields a backend reads is documented in its module."""
 
@@ -173,6 +209,9 @@ class TeacherConfig(_Model):
     trust_remote_code: bool = False
     samples: int = 1  # samples per seed
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    route: RouteConfig = Field(default_factory=RouteConfig)
+    options: dict[str, Any] = Field(default_factory=dict)  # python: keyword arguments for a teacher class
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "TeacherConfig":
@@ -186,6 +225,24 @@ class TeacherConfig(_Model):
         return self
 
 
+class GenerateConfig(_Model):
+    """The generate stage: which seeds go to which teachers."""
+
+    routing: Literal["first", "all"] = "first"  # first matching teacher per seed, or every match
+    splits: list[str] | None = None  # None: every split (test traces measure teacher accuracy)
+    max_seeds: dict[str, int] | None = None  # per split; a deterministic sample, for smoke tests
+
+
+class AnnotateConfig(_Model):
+    """The annotate stage: answer checking, judge, labels, difficulty."""
+
+    answer_kind: Literal["auto", "yesno", "number", "choice", "text"] = "auto"
+    tolerance: float = 1e-6  # numbers: absolute and relative tolerance
+    judge: str | None = None  # a teacher name: judges traces whose seed has no gold answer
+    judge_all: bool = False  # judge every trace, gold or not (difficulty/quality/tags for all)
+    judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
+
+
 class Recipe(_Model):
     """A whole recipe. Stages whose section is absent are not run."""
 
@@ -193,6 +250,8 @@ class Recipe(_Model):
     seed: int = 0  # one seed for every sampling decision in the run
     seeds: SeedsConfig
     teachers: list[TeacherConfig] = Field(default_factory=list)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
 
     # set by load_recipe, not by the YAML
     path: Path | None = Field(default=None, exclude=True)
@@ -205,6 +264,18 @@ class Recipe(_Model):
             if name in names[:i]:
                 raise ValueError(f"[{i}].name: duplicate teacher name '{name}'")
         return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "Recipe":
+        sources = {s.name for s in self.seeds.sources}
+        for i, t in enumerate(self.teachers):
+            for j, name in enumerate(t.route.sources or []):
+                if name not in sources:
+                    raise ValueError(f"teachers[{i}].route.sources[{j}]: no seed source named '{name}'")
+        teachers = [t.name for t in self.teachers]
+        if self.annotate.judge is not None and self.annotate.judge not in teachers:
+            raise ValueError(f"annotate.judge: no teacher named '{self.annotate.judge}'")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -405,11 +476,14 @@ def format_validation_error(err: ValidationError) -> str:
     first = errors[0]
     path = _key_path(first["loc"])
     msg = _describe(first)
-    m = re.match(r"(\[\d+\])?(\.?[A-Za-z_]\w*)?: (.*)", msg) if first["type"] == "value_error" else None
-    if m and (m.group(1) or m.group(2)):
-        sub = (m.group(1) or "") + (m.group(2) or "")
-        path = f"{path}{sub if sub.startswith(('[', '.')) else '.' + sub}" if path != "(top level)" else sub.lstrip(".")
-        msg = m.group(3)
+    m = re.match(r"((?:\[\d+\]|\.?[A-Za-z_]\w*)+): (.*)", msg) if first["type"] == "value_error" else None
+    if m:
+        sub = m.group(1)
+        if path == "(top level)":
+            path = sub.lstrip(".")
+        else:
+            path += sub if sub.startswith(("[", ".")) else "." + sub
+        msg = m.group(2)
     more = len(errors) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{path}: {msg}{tail}"

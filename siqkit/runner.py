@@ -18,6 +18,8 @@ from siqkit import STAGES
 from siqkit.errors import RecipeError
 from siqkit.progress import setup_logging
 from siqkit.recipe import Recipe
+from siqkit.annotate.stage import run_annotate
+from siqkit.generate.stage import run_generate
 from siqkit.seeds.stage import run_seeds
 from siqkit.seeds.sources import build_source
 from siqkit.store import RunLock, Store
@@ -25,8 +27,10 @@ from siqkit.store import RunLock, Store
 log = logging.getLogger("siqkit")
 
 StageFn = Callable[[Store, Recipe, bool], dict]
-STAGE_RUNNERS: dict[str, StageFn] = {"seeds": run_seeds}
-STAGE_SECTIONS = {"seeds": "seeds", "generate": "teachers"}  # recipe section each stage reads
+STAGE_RUNNERS: dict[str, StageFn] = {"seeds": run_seeds, "generate": run_generate, "annotate": run_annotate}
+STAGE_SECTIONS = {  # recipe sections each stage reads, saved with its run
+    "seeds": ("seeds",), "generate": ("teachers", "generate"), "annotate": ("annotate", "teachers"),
+}
 
 
 def select_stages(only: str | None, start: str | None) -> list[str]:
@@ -75,10 +79,10 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
 
 
 def _run_stage(store: Store, recipe: Recipe, stage: str, fn: StageFn, strict: bool) -> dict:
-    section = STAGE_SECTIONS.get(stage)
     settings = {"seed": recipe.seed, "recipe": str(recipe.path) if recipe.path else None}
-    if section:
-        settings[section] = recipe.model_dump(mode="json").get(section)
+    dumped = recipe.model_dump(mode="json")
+    for section in STAGE_SECTIONS.get(stage, ()):
+        settings[section] = dumped.get(section)
     run_id = store.begin_stage(stage, settings)
     t0 = time.perf_counter()
     try:
@@ -101,8 +105,14 @@ def plan(recipe: Recipe) -> dict:
         elif stage == "seeds":
             status = "will run"
             detail = f"{len(recipe.seeds.sources)} sources, seed {recipe.seed}"
+        elif stage in ("generate", "annotate") and not recipe.teachers:
+            status, detail = "nothing to do", "no teachers in the recipe"
+        elif stage == "generate":
+            status = "will run"
+            detail = f"{len(recipe.teachers)} teachers, routing: {recipe.generate.routing}"
         else:
-            status, detail = "will run", ""
+            status = "will run"
+            detail = f"judge: {recipe.annotate.judge}" if recipe.annotate.judge else "gold answers, rules"
         stages.append({"stage": stage, "status": status, "detail": detail})
     sources = []
     for cfg in recipe.seeds.sources:

@@ -51,7 +51,7 @@ def test_valid_recipe_defaults(tmp_path):
         (["teachers[1].backend=vlm"],
          "teachers[1].backend: unknown backend 'vlm'; expected one of transformers, llama_cpp, openai, python"),
         (["seeds.sources[0].nmae=x"], "seeds.sources[0].nmae: unknown key 'nmae'; did you mean 'name'?"),
-        (["bogus=1"], "bogus: unknown key 'bogus'; expected one of run, seed, seeds, teachers"),
+        (["bogus=1"], "bogus: unknown key 'bogus'; expected one of run, seed, seeds, teachers, generate, annotate"),
         (["seeds.sources[0].max=abc"], "seeds.sources[0].max: expected an integer, got str 'abc'"),
         (["seeds.sources[0].max=0"], "seeds.sources[0].max: must be at least 1 (got 0); remove it for no cap"),
         (["seeds.sources[0].weight=-1"], "seeds.sources[0].weight: must be greater than 0 (got -1.0)"),
@@ -67,6 +67,11 @@ def test_valid_recipe_defaults(tmp_path):
         (["seeds.max_total=0"], "seeds.max_total: must be at least 1 (got 0)"),
         (["seeds.sources=[]"], "seeds.sources: at least one source is required"),
         (["seed=ten"], "seed: expected an integer, got str 'ten'"),
+        (["teachers[1].route.sources=[ev, nope]"], "teachers[1].route.sources[1]: no seed source named 'nope'"),
+        (["annotate.judge=zed"], "annotate.judge: no teacher named 'zed'"),
+        (["teachers[0].route.question_regex=(unclosed"], "teachers[0].route.question_regex: invalid regular expression"),
+        (["teachers[0].prompt.template={question} {answer}"], "teachers[0].prompt.template: unknown placeholder {answer}"),
+        (["generate.routing=random"], "generate.routing: unknown routing 'random'; expected one of first, all"),
     ],
 )
 def test_errors_name_the_key_path(tmp_path, overrides, expected):

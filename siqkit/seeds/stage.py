@@ -31,11 +31,7 @@ from siqkit.store import Store
 log = logging.getLogger("siqkit.seeds")
 
 CHUNK = 20_000  # rows per insert, so memory stays bounded on large sources
-_SEED_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
-    ("question", pa.string()), ("answer", pa.string()), ("images", pa.list_(pa.string())),
-    ("metadata", pa.string()), ("origin", pa.string()),
-])
+_SEED_COLUMNS = ("id", "source", "split", "question", "answer", "images", "metadata", "origin")
 
 
 @dataclass
@@ -84,22 +80,13 @@ def _ingest(store: Store, cfg: SourceConfig, source, strict: bool) -> _SourceCou
     drops: list[tuple] = []
 
     def flush() -> None:
-        if rows:
-            table = pa.Table.from_pylist(rows, schema=_SEED_SCHEMA)
-            store.con.register("_new_seeds", table)
-            store.con.execute("INSERT INTO seeds (id, source, split, question, answer, images, metadata, origin) "
-                              "SELECT * FROM _new_seeds")
-            store.con.unregister("_new_seeds")
-            rows.clear()
-        if media_rows:
-            store.con.executemany("INSERT OR IGNORE INTO media VALUES (?, ?, ?, ?, ?)", media_rows)
-            media_rows.clear()
-        if quarantine:
-            store.con.executemany("INSERT INTO quarantine VALUES ('seeds', ?, ?, ?, ?, ?, ?)", quarantine)
-            quarantine.clear()
-        if drops:
-            store.con.executemany("INSERT INTO drops VALUES ('seeds', ?, ?, ?, ?)", drops)
-            drops.clear()
+        store.insert("seeds", list(_SEED_COLUMNS), [tuple(r[c] for c in _SEED_COLUMNS) for r in rows])
+        store.insert("media", ["hash", "format", "width", "height", "size_bytes"], media_rows, "INSERT OR IGNORE")
+        store.insert("quarantine", ["stage", "source", "file", "line", "field", "reason", "detail"],
+                     [("seeds", *q) for q in quarantine])
+        store.insert("drops", ["stage", "item", "source", "reason", "detail"], [("seeds", *d) for d in drops])
+        for buf in (rows, media_rows, quarantine, drops):
+            buf.clear()
 
     with store.transaction() as con:
         _delete_sources(con, "source = ?", cfg.name)

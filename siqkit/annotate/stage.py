@@ -1,0 +1,203 @@
+"""The ``annotate`` stage: answer quality, judge verdicts, task labels, difficulty, statistics.
+
+For every generation (trace) not yet annotated under the current settings:
+
+- **answer quality** against the seed's gold answer with :func:`~siqkit.annotate.normalize.judge_answer`
+  (yes/no, numbers with tolerance, option letters, short strings); ``correct`` is NULL
+  when the seed has no gold answer;
+- **judge** (optional, ``annotate.judge: TEACHER``): that teacher, through its own backend,
+  reads the question, the images and the trace and answers JSON
+  ``{"difficulty": 1-5, "quality": 1-5, "tags": [3-6 lowercase tags]}``; it judges the traces
+  without gold (or all of them with ``judge_all``). Malformed JSON is re-asked
+  ``judge_retries`` times with the error quoted, then recorded in ``judge_error``;
+- **task labels**: 3–6 lowercase tags from rules on the question, source and answer
+  (:func:`~siqkit.annotate.labels.task_labels`), in ``labels``; the judge's tags, when there
+  are some, are kept apart in ``judge_tags``;
+- **reasoning statistics**: whitespace tokens, steps (and the rule that counted them),
+  answer length;
+- **difficulty** per (seed, teacher), from the pass rate over that teacher's k samples and/or
+  the judge's score — the rules are in :mod:`siqkit.annotate.difficulty`; ``difficulty_source``
+  says which was used for each trace.
+
+Rows are written in chunks, each one transaction, so a crash loses at most a chunk and a
+rerun continues where it stopped; changing the settings re-annotates everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import pyarrow as pa
+
+from siqkit.annotate.difficulty import combine_difficulty
+from siqkit.annotate.labels import parse_judge_json, task_labels
+from siqkit.annotate.normalize import infer_kind, judge_answer
+from siqkit.annotate.stats import reasoning_stats
+from siqkit.generate.prompts import digest, teacher_identity
+from siqkit.progress import track
+from siqkit.recipe import Recipe
+from siqkit.store import Store
+from siqkit.teachers.base import Sampling, TeacherInput
+from siqkit.teachers.registry import load_teacher
+
+log = logging.getLogger("siqkit.annotate")
+
+CHUNK = 512
+ANNOTATION_COLUMNS = ["key", "seed_id", "teacher", "settings", "correct", "correct_detail", "answer_kind",
+                      "judge_difficulty", "judge_quality", "judge_tags", "judge_error", "labels",
+                      "reasoning_tokens", "answer_tokens", "steps", "step_rule"]
+JUDGE_SYSTEM = (
+    "You grade one reasoning trace written by a teacher model for a question about an image. "
+    "Reply with a JSON object only, no prose: "
+    '{"difficulty": <1-5, how hard the question is>, "quality": <1-5, how correct, grounded and '
+    'clear the reasoning is>, "tags": [3 to 6 lowercase task tags such as "counting", "ocr", "chart"]}'
+)
+
+
+def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
+    cfg = recipe.annotate
+    judge_cfg = next((t for t in recipe.teachers if t.name == cfg.judge), None)
+    settings = {"answer_kind": cfg.answer_kind, "tolerance": cfg.tolerance, "judge_all": cfg.judge_all,
+                "judge": teacher_identity(judge_cfg) if judge_cfg else None}
+    sh = digest(settings, 16)
+    rows = store.con.execute(
+        """SELECT g.key, g.seed_id, g.teacher, g.reasoning, g.answer, s.question, s.answer, s.source,
+                  s.images, g.raw
+           FROM generations g JOIN seeds s ON s.id = g.seed_id
+           LEFT JOIN annotations a ON a.key = g.key
+           WHERE a.key IS NULL OR a.settings != ? ORDER BY g.key""", [sh]).fetchall()
+    counts: dict = {"annotated": len(rows), "judged": 0, "judge_errors": 0}
+    judge = load_teacher(judge_cfg) if judge_cfg and rows else None
+    try:
+        for i in track(range(0, len(rows), CHUNK), "annotate", unit="chunks"):
+            chunk = rows[i: i + CHUNK]
+            verdicts = _judge(store, judge, judge_cfg, chunk, cfg, recipe.seed) if judge else {}
+            counts["judged"] += len(verdicts)
+            counts["judge_errors"] += sum(1 for v in verdicts.values() if isinstance(v, str))
+            out = [_annotate(r, verdicts.get(r[0]), cfg, sh) for r in chunk]
+            with store.transaction():
+                store.insert("annotations", ANNOTATION_COLUMNS, out, "INSERT OR REPLACE")
+    finally:
+        if judge is not None:
+            judge.close()
+    _difficulty(store)
+    counts["teachers"] = teacher_summary(store)
+    log.info("annotate: %d traces annotated, %d judged (%d judge errors)",
+             counts["annotated"], counts["judged"], counts["judge_errors"])
+    return counts
+
+
+def _annotate(row: tuple, verdict, cfg, sh: str) -> tuple:
+    key, seed_id, teacher, reasoning, answer, question, gold, source, images, _ = row
+    correct, detail = judge_answer(answer, gold, cfg.answer_kind, cfg.tolerance)
+    kind = None if gold is None or not str(gold).strip() else (
+        infer_kind(str(gold)) if cfg.answer_kind == "auto" else cfg.answer_kind)
+    stats = reasoning_stats(reasoning, answer)
+    ok = isinstance(verdict, dict)
+    return (
+        key, seed_id, teacher, sh, correct, detail, kind,
+        verdict["difficulty"] if ok else None, verdict["quality"] if ok else None,
+        verdict["tags"] if ok else None, verdict if isinstance(verdict, str) else None,
+        task_labels(question, source, gold, has_image=bool(images)),
+        stats.tokens, stats.answer_tokens, stats.steps, stats.step_rule,
+    )
+
+
+def _judge(store: Store, judge, judge_cfg, chunk: list[tuple], cfg, seed: int) -> dict:
+    """Verdict dict or error string per generation key, for the traces that need judging."""
+    todo = [r for r in chunk if cfg.judge_all or r[6] is None or not str(r[6]).strip()]
+    verdicts: dict = {}
+    pending = {r[0]: (r, _judge_messages(r)) for r in todo}
+    for attempt in range(cfg.judge_retries + 1):
+        if not pending:
+            break
+        inputs = [
+            TeacherInput(key=f"judge:{k}:{attempt}", seed_id=r[1], question=r[5],
+                         images=[store.media.image(h) for h in r[8]], messages=msgs,
+                         sampling=Sampling(max_new_tokens=256, temperature=0.0, seed=seed))
+            for k, (r, msgs) in pending.items()
+        ]
+        outputs = []
+        for j in range(0, len(inputs), judge_cfg.batch_size):
+            outputs += judge.generate(inputs[j: j + judge_cfg.batch_size])
+        retry = {}
+        for (k, (r, msgs)), out in zip(list(pending.items()), outputs):
+            result = parse_judge_json(out.text) if out.finish_reason != "error" else f"judge failed: {out.error}"
+            verdicts[k] = result
+            if isinstance(result, str) and out.finish_reason != "error":
+                retry[k] = (r, msgs + [
+                    {"role": "assistant", "content": out.text},
+                    {"role": "user", "content": f"That was not valid ({result}). Reply with the JSON object only."},
+                ])
+        pending = retry
+    return verdicts
+
+
+def _judge_messages(r: tuple) -> list[dict]:
+    _, _, teacher, _, _, question, gold, _, images, raw = r
+    text = f"Question: {question}\n"
+    if gold is not None and str(gold).strip():
+        text += f"Reference answer: {gold}\n"
+    text += f"Trace by teacher '{teacher}':\n{raw}"
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
+
+
+def _difficulty(store: Store) -> None:
+    """Difficulty per (seed, teacher) from its samples' verdicts and the judge's mean score."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for key, seed_id, teacher, correct, jd in store.con.execute(
+        "SELECT key, seed_id, teacher, correct, judge_difficulty FROM annotations"
+    ).fetchall():
+        groups[(seed_id, teacher)].append((key, correct, jd))
+    cols: dict[str, list] = {k: [] for k in ("key", "pass_rate", "n", "level", "bucket", "source")}
+    for members in groups.values():
+        scores = [jd for _, _, jd in members if jd is not None]
+        judge = round(sum(scores) / len(scores)) if scores else None
+        d = combine_difficulty([c for _, c, _ in members], judge)
+        for key, _, _ in members:
+            cols["key"].append(key)
+            cols["pass_rate"].append(d.pass_rate if d else None)
+            cols["n"].append(d.samples if d else 0)
+            cols["level"].append(d.level if d else None)
+            cols["bucket"].append(d.bucket if d else None)
+            cols["source"].append(d.source if d else None)
+    table = pa.table(cols, schema=pa.schema([("key", pa.string()), ("pass_rate", pa.float64()),
+                                             ("n", pa.int32()), ("level", pa.int32()),
+                                             ("bucket", pa.string()), ("source", pa.string())]))
+    with store.transaction() as con:
+        con.register("_difficulty", table)
+        con.execute("""UPDATE annotations SET pass_rate = d.pass_rate, samples_judged = d.n,
+                       difficulty = d.level, difficulty_bucket = d.bucket, difficulty_source = d.source
+                       FROM _difficulty d WHERE annotations.key = d.key""")
+        con.unregister("_difficulty")
+
+
+def teacher_summary(store: Store) -> dict:
+    """Per teacher: traces, parse outcomes, accuracy against gold, difficulty buckets, throughput."""
+    out: dict = {}
+    for teacher, n, ok, errors, truncated in store.con.execute(
+        """SELECT teacher, count(*), count(*) FILTER (WHERE parse_status = 'ok'),
+                  count(*) FILTER (WHERE finish_reason = 'error'),
+                  count(*) FILTER (WHERE parse_status = 'truncated')
+           FROM generations GROUP BY teacher ORDER BY teacher""").fetchall():
+        out[teacher] = {"traces": n, "parsed_ok": ok, "parse_failures": n - ok, "errors": errors,
+                        "truncated": truncated, "parse": {}}
+    for teacher, status, n in store.con.execute(
+            "SELECT teacher, parse_status, count(*) FROM generations GROUP BY ALL ORDER BY ALL").fetchall():
+        out[teacher]["parse"][status] = n
+    for teacher, split, graded, correct in store.con.execute(
+        """SELECT a.teacher, s.split, count(a.correct), count(*) FILTER (WHERE a.correct)
+           FROM annotations a JOIN seeds s ON s.id = a.seed_id GROUP BY ALL ORDER BY ALL""").fetchall():
+        acc = out.setdefault(teacher, {}).setdefault("accuracy", {})
+        acc[split] = {"graded": graded, "correct": correct,
+                      "accuracy": round(correct / graded, 4) if graded else None}
+    for teacher, bucket_, n in store.con.execute(
+            "SELECT teacher, difficulty_bucket, count(*) FROM annotations GROUP BY ALL ORDER BY ALL").fetchall():
+        out.setdefault(teacher, {}).setdefault("difficulty", {})[str(bucket_)] = n
+    for teacher, sps, tps in store.con.execute(
+        """SELECT teacher, arg_max(samples_per_s, stage_run), arg_max(tokens_per_s, stage_run)
+           FROM teacher_runs GROUP BY teacher""").fetchall():
+        out.setdefault(teacher, {})["throughput"] = {"samples_per_s": sps, "tokens_per_s": tps}
+    return out

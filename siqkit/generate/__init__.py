@@ -1,0 +1,1 @@
+"""The ``generate`` stage: seeds -> teachers -> raw and parsed chain-of-thought traces."""
