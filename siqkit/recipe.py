@@ -190,28 +190,35 @@ class RouteConfig(_Model):
 
 
 class TeacherConfig(_Model):
-    """One teacher. Which fields a backend reads is documented in its module."""
+    """One teacher. Each backend module's docstring lists the fields it reads."""
 
     name: str
     backend: Literal["transformers", "llama_cpp", "openai", "python"]
     path: Path | None = None  # transformers: checkpoint folder; llama_cpp: .gguf file
     mmproj: Path | None = None  # llama_cpp: vision projector .gguf
-    callable: str | None = None  # python: "module:function"
-    model: str | None = None  # openai: model name sent to the server
+    callable: str | None = None  # python: "module:function" or "module:Class"
+    options: dict[str, Any] = Field(default_factory=dict)  # python: keyword arguments to it
+    model: str | None = None  # openai: model name sent to the server (default: name)
     endpoints: list[Endpoint] = Field(default_factory=list)  # openai
-    api_key_env: str | None = None  # openai: name of the environment variable holding the key
-    max_retries: int = 5
-    timeout_s: float = 120.0
-    quantization: Literal["4bit", "8bit", "bf16", "fp32"] = "4bit"  # transformers
-    batch_size: int = 8
+    api_key_env: str | None = None  # openai: NAME of the environment variable holding the key
+    max_retries: int = 5  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
+    timeout_s: float = 120.0  # openai: per request
+    backoff_s: float = 1.0  # openai: first backoff; doubles each retry, with jitter
+    max_backoff_s: float = 60.0  # openai
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
+    quantization: Literal["4bit", "8bit", "bf16", "fp16", "fp32"] = "4bit"  # transformers (NF4)
+    device: str | None = None  # transformers: default cuda when available, else cpu
+    quantize_vision: bool = False  # transformers: also quantize a VLM's vision tower
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # transformers
+    batch_size: int = 8  # samples per generate call (and per commit)
     n_ctx: int = 4096  # llama_cpp
-    n_gpu_layers: int = -1  # llama_cpp
-    trust_remote_code: bool = False
-    samples: int = 1  # samples per seed
+    n_gpu_layers: int = -1  # llama_cpp: -1 offloads every layer when built with GPU support
+    n_threads: int | None = None  # llama_cpp
+    trust_remote_code: bool = False  # transformers: only if you trust the checkpoint's code
+    samples: int = 1  # samples per seed (k); pass rates over k give difficulty
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     route: RouteConfig = Field(default_factory=RouteConfig)
-    options: dict[str, Any] = Field(default_factory=dict)  # python: keyword arguments for a teacher class
 
     @model_validator(mode="after")
     def _backend_needs(self) -> "TeacherConfig":
@@ -222,6 +229,8 @@ class TeacherConfig(_Model):
             raise ValueError("endpoints: the 'openai' backend needs at least one endpoint")
         if self.samples < 1:
             raise ValueError(f"samples: must be at least 1 (got {self.samples})")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be at least 1 (got {self.batch_size})")
         return self
 
 

@@ -1,0 +1,35 @@
+"""Load a teacher from its config by ``cfg.backend``.
+
+``load_teacher(cfg)`` returns an object with the :class:`~siqkit.teachers.base.Teacher`
+interface. Backends: ``python`` (a Python callable), ``openai`` (OpenAI-compatible HTTP
+servers), ``transformers`` (a local Hugging Face checkpoint) and ``llama_cpp`` (a local
+GGUF). Each backend module is imported only when it is used, so an HTTP teacher never
+imports torch. The config attributes each backend reads are listed in its module docstring.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from siqkit.teachers.backends import TeacherLoadError
+from siqkit.teachers.base import Teacher
+
+BACKENDS: dict[str, str] = {
+    "python": "siqkit.teachers.backends.python_fn:PythonTeacher",
+    "openai": "siqkit.teachers.backends.openai_http:OpenAITeacher",
+    "transformers": "siqkit.teachers.backends.transformers_hf:TransformersTeacher",
+    "llama_cpp": "siqkit.teachers.backends.llama_cpp_gguf:LlamaCppTeacher",
+}
+
+
+def load_teacher(cfg: Any) -> Teacher:
+    """Build the teacher that ``cfg.backend`` names; raises :class:`TeacherLoadError`."""
+    backend = getattr(cfg, "backend", None)
+    if backend not in BACKENDS:
+        raise TeacherLoadError(
+            f"unknown teacher backend {backend!r}; choose one of {', '.join(sorted(BACKENDS))}"
+        )
+    module_name, _, class_name = BACKENDS[backend].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(cfg)
