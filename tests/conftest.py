@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,19 @@ def cli(tmp_path):
         return run_cli(*args, cwd=kw.pop("cwd", tmp_path), **kw)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory):
+    """The quickstart recipe run stage by stage (--only seeds, generate, annotate), once per session.
+
+    Returns the folder it ran in, and each stage's process result and wall time.
+    """
+    cwd = tmp_path_factory.mktemp("quickstart")
+    results, seconds = {}, {}
+    for stage in ("seeds", "generate", "annotate"):
+        t0 = time.perf_counter()
+        results[stage] = run_cli("run", str(REPO / "recipes" / "quickstart.yaml"), "--only", stage, cwd=cwd)
+        seconds[stage] = time.perf_counter() - t0
+        assert results[stage].returncode == 0, results[stage].stderr
+    return {"cwd": cwd, "run_dir": cwd / "runs" / "quickstart", "results": results, "seconds": seconds}
