@@ -54,14 +54,17 @@ def run(
     overrides: Optional[list[str]] = SetOpt,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed input row instead of quarantining it."),
 ) -> None:
-    """Run a recipe (all stages, or --only / --from one) in its run folder."""
+    """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it."""
     from siqkit.recipe import load_recipe
     from siqkit.runner import run_recipe, select_stages
 
     rec = load_recipe(recipe, overrides)
     select_stages(only, start)  # refuse a bad stage name before the run folder is touched
+    from siqkit.inspect import summarize
+
     run_dir = run_recipe(rec, only=only, start=start, strict=strict, command=" ".join(["siqkit", *sys.argv[1:]]))
-    console.print(f"[green]done[/green]: {run_dir}  (see: siqkit inspect {run_dir})")
+    print_summary(summarize(run_dir))
+    console.print(f"[green]done[/green]: {run_dir}  (again any time: siqkit inspect {run_dir})")
 
 
 @app.command()
@@ -115,7 +118,11 @@ def inspect(
     if as_json:
         print(json.dumps(s, indent=2))
         return
+    print_summary(s)
 
+
+def print_summary(s: dict) -> None:
+    """The human view of ``siqkit inspect``: one table per subject."""
     t = Table(title=f"stages in {s['run_dir']}")
     for col in ("stage", "status", "finished", "seconds"):
         t.add_column(col)

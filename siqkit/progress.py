@@ -66,7 +66,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, unit: 
             yield item
             n += 1
             progress.advance(task)
-        if not console.is_terminal:
+        if not console.is_terminal and n:
             elapsed = progress.tasks[0].elapsed or 0.0
             rate = f", {n / elapsed:,.0f} {unit}/s" if elapsed > 0 else ""
             log.info("%s: %d %s in %.1f s%s", description, n, unit, elapsed, rate)

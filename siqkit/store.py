@@ -262,7 +262,8 @@ class Store:
         for stage, status, started, finished, counts, settings, error in rows:
             out[stage] = {
                 "status": "interrupted" if status == "running" else status,
-                "started_at": str(started), "finished_at": str(finished) if finished else None,
+                "started_at": f"{started:%Y-%m-%d %H:%M:%S}",
+                "finished_at": f"{finished:%Y-%m-%d %H:%M:%S}" if finished else None,
                 "counts": json.loads(counts) if counts else {},
                 "settings": json.loads(settings) if settings else {},
                 "error": error,

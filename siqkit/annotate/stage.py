@@ -68,9 +68,11 @@ def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
            LEFT JOIN annotations a ON a.key = g.key
            WHERE a.key IS NULL OR a.settings != ? ORDER BY g.key""", [sh]).fetchall()
     counts: dict = {"annotated": len(rows), "judged": 0, "judge_errors": 0}
+    if not rows:
+        log.info("annotate: every trace is already annotated with these settings")
     judge = load_teacher(judge_cfg) if judge_cfg and rows else None
     try:
-        for i in track(range(0, len(rows), CHUNK), "annotate", unit="chunks"):
+        for i in track(range(0, len(rows), CHUNK) if rows else [], "annotate", unit="chunks"):
             chunk = rows[i: i + CHUNK]
             verdicts = _judge(store, judge, judge_cfg, chunk, cfg, recipe.seed) if judge else {}
             counts["judged"] += len(verdicts)
