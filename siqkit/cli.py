@@ -121,6 +121,18 @@ def inspect(
     print_summary(s)
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the HTML (default RUN_DIR/report.html)."),
+) -> None:
+    """Write one self-contained HTML report of a run: counts, distributions, plots and examples."""
+    from siqkit.report.build import build_report
+
+    path = build_report(run_dir, out)
+    console.print(f"[green]report[/green]: {path}")
+
+
 def print_summary(s: dict) -> None:
     """The human view of ``siqkit inspect``: one table per subject."""
     t = Table(title=f"stages in {s['run_dir']}")

@@ -1,0 +1,199 @@
+"""``siqkit report RUN_DIR``: one self-contained HTML file about a run.
+
+Everything is inside the file: plots are PNG images and example images are data URLs, so
+the report can be mailed or archived alone. Sections appear for the stages that ran:
+stage counts and drop reasons, the seed pool, teacher accuracy, difficulty and label
+distributions, reasoning lengths, and side-by-side examples (image, question, gold answer,
+teacher trace, verdict) chosen deterministically, wrong ones included.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from siqkit import __version__
+from siqkit.annotate.stage import teacher_summary
+from siqkit.report import plots
+from siqkit.store import Store
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;background:#f6f7f9}
+header{background:#1d2430;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#b8c0cc}main{max-width:1100px;margin:0 auto;padding:8px 32px 48px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:18px 0;box-shadow:0 1px 2px #0001}
+h2{font-size:17px;margin:0 0 10px}table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{padding:4px 10px;border-bottom:1px solid #e4e7ec;text-align:left;vertical-align:top}
+th{background:#f0f2f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{max-width:100%;border:1px solid #eee;border-radius:4px}
+.ex{display:grid;grid-template-columns:96px 1fr;gap:12px;border-top:1px solid #e4e7ec;padding:10px 0}
+.ex img{width:96px;image-rendering:pixelated;border:1px solid #ddd}.ex pre{white-space:pre-wrap;margin:4px 0;
+font:12px/1.4 ui-monospace,Menlo,monospace;background:#f6f7f9;padding:6px;border-radius:4px;max-height:180px;overflow:auto}
+.ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.muted{color:#6b7280}
+"""
+
+
+def _e(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(head: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    out = ["<table><tr>", *[f"<th>{_e(h)}</th>" for h in head], "</tr>"]
+    for r in rows:
+        cells = [f'<td class="n">{_e(f"{v:,}" if isinstance(v, int) else v)}</td>' if i in numeric
+                 else f"<td>{_e(v)}</td>" for i, v in enumerate(r)]
+        out += ["<tr>", *cells, "</tr>"]
+    return "".join(out) + "</table>"
+
+
+def _has(store: Store, table: str) -> bool:
+    return bool(store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, examples: int = 12) -> Path:
+    """Write the report (default ``RUN_DIR/report.html``) and return its path."""
+    run_dir = Path(run_dir)
+    store = Store.open(run_dir, read_only=True)
+    try:
+        sections = [_stages(store), _seeds(store)]
+        if store.con.execute("SELECT count(*) FROM generations").fetchone()[0]:
+            sections += [_teachers(store), _annotations(store), _examples(store, examples)]
+    finally:
+        store.close()
+    out = Path(out) if out else run_dir / "report.html"
+    body = "\n".join(s for s in sections if s)
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>siqkit report: {_e(run_dir.name)}"
+            f"</title><style>{CSS}</style></head><body><header><h1>siqkit run: {_e(run_dir.name)}</h1>"
+            f"<p>{_e(run_dir)} · siqkit {__version__}</p></header><main>{body}</main></body></html>")
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _stages(store: Store) -> str:
+    rows = []
+    for stage, info in store.last_stage_runs().items():
+        counts = {k: v for k, v in info["counts"].items() if k not in ("seconds",)}
+        rows.append([stage, info["status"], info["finished_at"] or "-", info["counts"].get("seconds", "-"),
+                     _short_counts(counts)])
+    drops = store.con.execute("SELECT stage, reason, count(*) FROM drops GROUP BY ALL ORDER BY 3 DESC").fetchall()
+    quarantine = store.con.execute(
+        "SELECT source, reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 3 DESC").fetchall()
+    parts = ["<section id=stages><h2>Stages</h2>",
+             _table(["stage", "status", "finished", "seconds", "counts"], rows)]
+    if quarantine:
+        parts.append("<h3>Quarantined input rows</h3>" + _table(["source", "reason", "rows"],
+                                                                   [list(r) for r in quarantine], {2}))
+    if drops:
+        parts.append("<h3>Dropped items</h3>" + _table(["stage", "reason", "items"], [list(r) for r in drops], {2}))
+    return "".join(parts) + "</section>"
+
+
+def _short_counts(counts: dict, limit: int = 8) -> str:
+    """Numeric leaves of a stage's counts, as ``a.b: n`` (the two innermost keys)."""
+    flat: list[str] = []
+
+    def walk(node, path):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, path + [str(k)])
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and v:
+                flat.append(f"{'.'.join((path + [str(k)])[-2:])}: {v:,}")
+
+    walk(counts, [])
+    more = f" … (+{len(flat) - limit})" if len(flat) > limit else ""
+    return ", ".join(flat[:limit]) + more
+
+
+def _seeds(store: Store) -> str:
+    rows = store.con.execute("SELECT source, split, count(*), count(*) FILTER (WHERE selected) "
+                             "FROM seeds GROUP BY ALL ORDER BY ALL").fetchall()
+    if not rows:
+        return ""
+    groups: dict[str, dict[str, float]] = {}
+    for src, split, _, sel in rows:
+        groups.setdefault(src, {})[split] = sel
+    return ("<section id=seeds><h2>Seed pool</h2><div class=plots>"
+            + _img(plots.bars(groups, "selected seeds by source and split", "seeds"), "seeds by source")
+            + "</div>" + _table(["source", "split", "stored", "selected"], [list(r) for r in rows], {2, 3})
+            + "</section>")
+
+
+def _teachers(store: Store) -> str:
+    summary = teacher_summary(store)
+    acc = {t: {split: a["accuracy"] or 0.0 for split, a in s.get("accuracy", {}).items()}
+           for t, s in summary.items()}
+    rows = []
+    for t, s in summary.items():
+        parse = ", ".join(f"{k}: {v:,}" for k, v in s.get("parse", {}).items())
+        accs = ", ".join(f"{sp}: {a['accuracy']:.1%} of {a['graded']:,}" for sp, a in s.get("accuracy", {}).items()
+                         if a["accuracy"] is not None) or "no gold answers"
+        tp = s.get("throughput") or {}
+        rows.append([t, s.get("traces", 0), parse, accs, f"{tp.get('samples_per_s') or 0:,.1f}",
+                     f"{tp.get('tokens_per_s') or 0:,.0f}"])
+    plot = _img(plots.bars(acc, "teacher accuracy against gold answers", "accuracy", percent=True),
+                "teacher accuracy") if any(acc.values()) else ""
+    return ("<section id=teachers><h2>Teachers</h2><div class=plots>" + plot + "</div>"
+            + _table(["teacher", "traces", "parse", "accuracy", "samples/s", "tokens/s"], rows, {1})
+            + "</section>")
+
+
+def _annotations(store: Store) -> str:
+    if not store.con.execute("SELECT count(*) FROM annotations").fetchone()[0]:
+        return ""
+    diff: dict[str, dict[str, int]] = {}
+    for t, b, n in store.con.execute("SELECT teacher, coalesce(difficulty_bucket, 'unknown'), count(*) "
+                                     "FROM annotations GROUP BY ALL").fetchall():
+        diff.setdefault(t, {})[b] = n
+    labels = store.con.execute("SELECT label, count(*) FROM (SELECT unnest(labels) AS label FROM annotations) "
+                               "GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 20").fetchall()
+    lengths: dict[str, list[float]] = {}
+    for t, n in store.con.execute("SELECT teacher, reasoning_tokens FROM annotations "
+                                  "WHERE reasoning_tokens IS NOT NULL").fetchall():
+        lengths.setdefault(t, []).append(n)
+    imgs = [_img(plots.stacked(diff, ["easy", "medium", "hard", "unknown"], "difficulty by teacher"),
+                 "difficulty distribution"),
+            _img(plots.top_counts(labels, "most frequent task labels"), "task labels"),
+            _img(plots.histogram(lengths, "reasoning length", "whitespace tokens"), "reasoning length")]
+    return "<section id=annotations><h2>Annotation</h2><div class=plots>" + "".join(imgs) + "</div></section>"
+
+
+def _examples(store: Store, n: int) -> str:
+    """Side by side, per teacher: wrong traces first, then correct ones, by key order (deterministic)."""
+    teachers = [r[0] for r in store.con.execute("SELECT DISTINCT teacher FROM annotations ORDER BY 1").fetchall()]
+    each = max(1, n // (2 * max(1, len(teachers))))
+    picked = []
+    for teacher in teachers:
+        for verdict in (False, True):
+            picked += store.con.execute(
+                """SELECT g.teacher, s.question, s.answer, g.reasoning, g.answer, a.correct, s.images,
+                          g.parse_status, a.difficulty_bucket
+                   FROM generations g JOIN seeds s ON s.id = g.seed_id JOIN annotations a ON a.key = g.key
+                   WHERE a.teacher = ? AND a.correct = ? ORDER BY g.key LIMIT ?""",
+                [teacher, verdict, each]).fetchall()
+    if not picked:
+        return ""
+    parts = ["<section id=examples><h2>Side-by-side examples</h2>"
+             "<p class=muted>Question, gold answer and teacher trace; wrong answers first.</p>"]
+    for teacher, q, gold, reasoning, answer, correct, images, status, bucket in picked:
+        thumb = _thumb(store, images[0]) if images else ""
+        mark = '<span class=ok>correct</span>' if correct else '<span class=bad>wrong</span>'
+        parts.append(
+            f"<div class=ex><div>{thumb}</div><div><b>{_e(q)}</b> <span class=muted>gold: {_e(gold)} · "
+            f"teacher: {_e(teacher)} · difficulty: {_e(bucket)} · parse: {_e(status)}</span>"
+            f"<pre>{_e(reasoning)}</pre>answer: <b>{_e(answer)}</b> {mark}</div></div>")
+    return "".join(parts) + "</section>"
+
+
+def _thumb(store: Store, digest: str) -> str:
+    im = store.media.image(digest)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="PNG")
+    return f'<img class="example" alt="seed image" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'

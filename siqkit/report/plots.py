@@ -1,0 +1,108 @@
+"""Plots for the run report: matplotlib figures rendered to PNG bytes (no files, no display)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, and no dependence on one
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+PALETTE = ["#3b6ea8", "#e07b39", "#5aa469", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c"]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, percent: bool = False) -> bytes:
+    """Grouped bars: ``groups[group][series] = value`` (e.g. teacher -> split -> accuracy)."""
+    series = sorted({s for g in groups.values() for s in g})
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    width = 0.8 / max(1, len(series))
+    names = list(groups)
+    for i, s in enumerate(series):
+        xs = [j + i * width for j in range(len(names))]
+        ys = [groups[n].get(s, 0) for n in names]
+        ax.bar(xs, ys, width, label=s, color=PALETTE[i % len(PALETTE)])
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.1%}" if percent else f"{y:,.0f}", (x, y), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(names))], names, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if percent:
+        ax.set_ylim(0, 1.05)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def stacked(groups: dict[str, dict[str, int]], order: list[str], title: str) -> bytes:
+    """Horizontal stacked shares: ``groups[name][part] = count``, parts in ``order``."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.45 * max(1, len(groups))))
+    names = list(groups)
+    left = [0.0] * len(names)
+    for i, part in enumerate(order):
+        totals = [max(1, sum(groups[n].values())) for n in names]
+        vals = [groups[n].get(part, 0) / t for n, t in zip(names, totals)]
+        ax.barh(names, vals, left=left, label=part, color=PALETTE[i % len(PALETTE)])
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncols=len(order), loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def histogram(values: dict[str, list[float]], title: str, xlabel: str, bins: int = 30) -> bytes:
+    """Overlaid histograms, one per series."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    for i, (name, vals) in enumerate(values.items()):
+        if vals:
+            ax.hist(vals, bins=bins, alpha=0.6, label=name, color=PALETTE[i % len(PALETTE)])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("traces", fontsize=8)
+    if len(values) > 1:
+        ax.legend(fontsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def top_counts(counts: list[tuple[str, int]], title: str) -> bytes:
+    """Horizontal bars of the most frequent items, largest on top."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.28 * max(1, len(counts))))
+    names = [c[0] for c in counts][::-1]
+    vals = [c[1] for c in counts][::-1]
+    ax.barh(names, vals, color=PALETTE[0])
+    for y, v in enumerate(vals):
+        ax.annotate(f"{v:,}", (v, y), va="center", fontsize=7, xytext=(2, 0), textcoords="offset points")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def curves(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> bytes:
+    """Line plot of (x, y) series, e.g. training loss per stage."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    for i, (name, pts) in enumerate(series.items()):
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=name, color=PALETTE[i % len(PALETTE)], lw=1.4)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
