@@ -53,12 +53,13 @@ def run(
     start: Optional[str] = typer.Option(None, "--from", metavar="STAGE", help="Run from this stage to the end."),
     overrides: Optional[list[str]] = SetOpt,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed input row instead of quarantining it."),
+    tiny: bool = typer.Option(False, "--tiny", help="Smoke test: every model a tiny twin of its class, every source capped; runs in runs/<name>-tiny."),
 ) -> None:
     """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it."""
     from siqkit.recipe import load_recipe
     from siqkit.runner import run_recipe, select_stages
 
-    rec = load_recipe(recipe, overrides)
+    rec = load_recipe(recipe, overrides, tiny=tiny)
     select_stages(only, start)  # refuse a bad stage name before the run folder is touched
     from siqkit.inspect import summarize
 
@@ -72,12 +73,13 @@ def check(
     recipe: Path = typer.Argument(..., help="The recipe YAML file."),
     overrides: Optional[list[str]] = SetOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    tiny: bool = typer.Option(False, "--tiny", help="Check the recipe as `run --tiny` would run it."),
 ) -> None:
     """Validate a recipe and print the plan: stages, models, data sources and their sizes."""
     from siqkit.recipe import load_recipe
     from siqkit.runner import plan
 
-    p = plan(load_recipe(recipe, overrides))
+    p = plan(load_recipe(recipe, overrides, tiny=tiny))
     if as_json:
         print(json.dumps(p, indent=2))
         return

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from siqkit.errors import RecipeError
 from siqkit.seeds.sources import SOURCE_TYPES
@@ -27,6 +28,7 @@ from siqkit.seeds.sources import SOURCE_TYPES
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "llama_cpp", "openai", "python")
 DIGIT_OPERATIONS = ("add", "subtract", "multiply")
+INTERNAL_KEYS = ("is_tiny", "path")  # Recipe fields set by load_recipe, not by the YAML
 FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
                   "split": "split", "caption": "caption"}  # our field name -> column name
 
@@ -143,7 +145,7 @@ class SeedsConfig(_Model):
 
 
 class Endpoint(_Model):
-    url: str
+    url: str | None = None  # required, except under --tiny (which needs no server)
     concurrency: int = 4
 
 
@@ -194,6 +196,7 @@ class TeacherConfig(_Model):
 
     name: str
     backend: Literal["transformers", "llama_cpp", "openai", "python"]
+    arch: str | None = None  # architecture (e.g. qwen3_vl): what --tiny builds a twin of
     path: Path | None = None  # transformers: checkpoint folder; llama_cpp: .gguf file
     mmproj: Path | None = None  # llama_cpp: vision projector .gguf
     callable: str | None = None  # python: "module:function" or "module:Class"
@@ -221,12 +224,17 @@ class TeacherConfig(_Model):
     route: RouteConfig = Field(default_factory=RouteConfig)
 
     @model_validator(mode="after")
-    def _backend_needs(self) -> "TeacherConfig":
+    def _backend_needs(self, info: ValidationInfo) -> "TeacherConfig":
+        tiny = bool((info.context or {}).get("tiny"))  # --tiny builds twins: no checkpoint needed
         need = {"transformers": "path", "llama_cpp": "path", "python": "callable"}.get(self.backend)
-        if need and getattr(self, need) is None:
+        if need and getattr(self, need) is None and not (tiny and need == "path"):
             raise ValueError(f"{need}: required for the '{self.backend}' backend")
-        if self.backend == "openai" and not self.endpoints:
-            raise ValueError("endpoints: the 'openai' backend needs at least one endpoint")
+        if self.backend == "openai" and not tiny:
+            if not self.endpoints:
+                raise ValueError("endpoints: the 'openai' backend needs at least one endpoint")
+            for j, e in enumerate(self.endpoints):
+                if not e.url:
+                    raise ValueError(f"endpoints[{j}].url: required, e.g. http://127.0.0.1:8000")
         if self.samples < 1:
             raise ValueError(f"samples: must be at least 1 (got {self.samples})")
         if self.batch_size < 1:
@@ -252,6 +260,13 @@ class AnnotateConfig(_Model):
     judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
 
 
+class TinyConfig(_Model):
+    """What ``--tiny`` caps (see siqkit/tiny.py)."""
+
+    max_seeds: int = 40  # per source and split
+    max_new_tokens: int = 48  # per teacher sample
+
+
 class Recipe(_Model):
     """A whole recipe. Stages whose section is absent are not run."""
 
@@ -261,8 +276,10 @@ class Recipe(_Model):
     teachers: list[TeacherConfig] = Field(default_factory=list)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    tiny: TinyConfig = Field(default_factory=TinyConfig)
 
-    # set by load_recipe, not by the YAML
+    # set by load_recipe, never by the YAML (INTERNAL_KEYS are refused there)
+    is_tiny: bool = Field(default=False, exclude=True)
     path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("teachers")
@@ -294,8 +311,12 @@ class Recipe(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Recipe:
+    """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem.
+
+    With ``tiny``, checkpoint paths may be unset and the recipe is rewritten for a tiny run
+    (siqkit/tiny.py); nothing is built or written here.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
@@ -314,16 +335,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
     for item in overrides or []:
         apply_override(data, item)
-    data = substitute_env(data)
+    data = substitute_env(data, tiny=tiny)
+    for key in INTERNAL_KEYS:
+        if key in data:
+            raise RecipeError(f"{key}: unknown key '{key}'; expected one of {', '.join(_allowed_keys(()))}")
     try:
-        recipe = Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data, context={"tiny": tiny})
     except ValidationError as e:
         raise RecipeError(format_validation_error(e)) from None
     recipe.path = path
     if recipe.run.name is None:
         recipe.run.name = path.stem
     _resolve_paths(recipe, path.parent)
+    recipe.is_tiny = tiny
     _check_files(recipe)
+    if tiny:
+        from siqkit.tiny import prepare_tiny
+
+        prepare_tiny(recipe)
     return recipe
 
 
@@ -379,13 +408,19 @@ def _descend(node: Any, part: str | int, default: Any, item: str) -> Any:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def substitute_env(node: Any, where: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the recipe."""
+def substitute_env(node: Any, where: str = "", tiny: bool = False) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the recipe.
+
+    With ``tiny``, a string that names an unset variable becomes null instead of an error:
+    a tiny run builds its models and needs no checkpoint paths.
+    """
     if isinstance(node, dict):
-        return {k: substitute_env(v, _join(where, k)) for k, v in node.items()}
+        return {k: substitute_env(v, _join(where, k), tiny) for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_env(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        return [substitute_env(v, f"{where}[{i}]", tiny) for i, v in enumerate(node)]
     if isinstance(node, str):
+        if tiny and any(m.group(2) is None and m.group(1) not in os.environ for m in _ENV.finditer(node)):
+            return None
 
         def repl(m: re.Match) -> str:
             value = os.environ.get(m.group(1))
@@ -465,7 +500,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
         model = _inner_model(field.annotation)
         if model is None:
             return []
-    return [k for k in getattr(model, "model_fields", {}) if k != "path" or model is not Recipe]
+    return [k for k in getattr(model, "model_fields", {}) if model is not Recipe or k not in INTERNAL_KEYS]
 
 
 def _inner_model(annotation: Any) -> Any:
@@ -530,5 +565,5 @@ def _check_files(recipe: Recipe) -> None:
     for i, t in enumerate(recipe.teachers):
         for key in ("path", "mmproj"):
             p = getattr(t, key)
-            if p is not None and not p.exists():
+            if p is not None and not p.exists() and not recipe.is_tiny:
                 raise RecipeError(f"teachers[{i}].{key}: file not found: {p}")

@@ -62,6 +62,10 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
     lock.acquire(command)
     try:
         setup_logging(run_dir / "siqkit.log")
+        if recipe.is_tiny:
+            from siqkit.tiny import build_twins
+
+            build_twins(recipe)
         store = Store.open(run_dir, create=True)
         try:
             ready = [s for s in stages if s in STAGE_RUNNERS]

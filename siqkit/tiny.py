@@ -1,0 +1,88 @@
+"""``siqkit run RECIPE --tiny``: the same recipe with every model a tiny twin and every source capped.
+
+This is how a recipe for real checkpoints is smoke-tested on a CPU in minutes before it is
+run for hours on a GPU. Each model is replaced by a randomly initialised twin of the *same
+architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
+
+- a ``transformers`` teacher: a twin of the class its checkpoint's ``config.json`` names, or,
+  when the checkpoint path is not set, of its ``arch``;
+- a ``llama_cpp`` teacher: a twin of ``arch`` written to GGUF by siqkit's own writer (text
+  architectures: llama, qwen2, qwen3);
+- an ``openai`` teacher: there is no class behind a URL, so it becomes a ``transformers``
+  teacher on a twin of its ``arch`` (required for ``--tiny``);
+- ``python`` teachers run as they are.
+
+Data: every source is capped at ``tiny.max_seeds`` per split (a ``digits`` source generates
+only that many images), and every teacher's ``max_new_tokens`` at ``tiny.max_new_tokens``.
+Checkpoint paths given as ``${VAR}`` may stay unset under ``--tiny``. Twins are built into
+``RUN_DIR/tiny/`` and reused; the run folder defaults to ``runs/<name>-tiny`` so a smoke test
+never mixes with a real run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from siqkit.errors import RecipeError
+from siqkit.recipe import Recipe
+
+log = logging.getLogger("siqkit.tiny")
+
+GGUF_TINY_ARCHS = ("llama", "qwen2", "qwen3")
+
+
+def prepare_tiny(recipe: Recipe) -> None:
+    """Check that every model can be twinned and cap the data; builds and writes nothing."""
+    from siqkit.models.tiny import SUPPORTED_TINY
+
+    cfg = recipe.tiny
+    if recipe.run.dir is None:
+        recipe.run.dir = Path("runs") / f"{recipe.run.name}-tiny"
+    for src in recipe.seeds.sources:
+        src.max = min(src.max or cfg.max_seeds, cfg.max_seeds)
+        if src.type == "digits":
+            src.num_images = {split: min(n, cfg.max_seeds) for split, n in src.num_images.items()}
+    for i, t in enumerate(recipe.teachers):
+        t.sampling.max_new_tokens = min(t.sampling.max_new_tokens, cfg.max_new_tokens)
+        if t.backend == "python":
+            continue
+        if t.arch is None and not _has_checkpoint(t):
+            raise RecipeError(
+                f"teachers[{i}].arch: --tiny needs the architecture of '{t.name}' "
+                f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available"
+            )
+        if t.arch is not None and t.arch not in SUPPORTED_TINY:
+            raise RecipeError(f"teachers[{i}].arch: unknown architecture '{t.arch}'; "
+                              f"expected one of {', '.join(SUPPORTED_TINY)}")
+        if t.backend == "llama_cpp" and t.arch not in GGUF_TINY_ARCHS:
+            raise RecipeError(f"teachers[{i}].arch: --tiny writes GGUF twins of "
+                              f"{', '.join(GGUF_TINY_ARCHS)} only, not '{t.arch}'")
+
+
+def build_twins(recipe: Recipe) -> None:
+    """Build (or reuse) each model's twin under RUN_DIR/tiny/ and point the recipe at it."""
+    from siqkit.models.tiny import make_tiny, tiny_from
+
+    root = recipe.run_dir.resolve() / "tiny"
+    for t in recipe.teachers:
+        if t.backend == "python":
+            continue
+        out = root / t.name
+        if t.backend == "llama_cpp":
+            from siqkit.export.gguf_writer import tiny_gguf
+
+            gguf_file = out / f"{t.arch}-f16.gguf"
+            t.path = gguf_file if gguf_file.exists() else tiny_gguf(t.arch, out)
+            t.mmproj = None
+        else:
+            if not (out / "config.json").exists():
+                tiny_from(t.path, out) if _has_checkpoint(t) else make_tiny(t.arch, out)
+            t.path = out
+            if t.backend == "openai":  # no class behind a URL: a local twin of its arch
+                t.backend, t.endpoints, t.api_key_env = "transformers", [], None
+        log.info("tiny: teacher %s runs on a twin in %s", t.name, t.path)
+
+
+def _has_checkpoint(t) -> bool:
+    return t.backend == "transformers" and t.path is not None and (t.path / "config.json").is_file()
