@@ -1,0 +1,280 @@
+"""Loading a recipe: YAML, ``--set`` overrides, ``${ENV}`` substitution, validation, paths.
+
+Any problem becomes a :class:`~siqkit.errors.RecipeError` whose message is one line naming
+the key path, e.g. ``teachers[1].backend: unknown backend 'vlm'; expected one of …``.
+
+Path rules: relative paths in a recipe are resolved against the recipe file's folder,
+except ``run.dir``, which is relative to the current directory (the default is
+``runs/<run.name>``), so that runs land where the user works, not beside the recipe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from siqkit.errors import RecipeError
+from siqkit.recipe.schema import INTERNAL_KEYS, Recipe
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Recipe:
+    """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem.
+
+    With ``tiny``, checkpoint paths may be unset and the recipe is rewritten for a tiny run
+    (siqkit/tiny.py); nothing is built or written here.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    for item in overrides or []:
+        apply_override(data, item)
+    data = substitute_env(data, tiny=tiny)
+    for key in INTERNAL_KEYS:
+        if key in data:
+            raise RecipeError(f"{key}: unknown key '{key}'; expected one of {', '.join(_allowed_keys(()))}")
+    try:
+        recipe = Recipe.model_validate(data, context={"tiny": tiny})
+    except ValidationError as e:
+        raise RecipeError(format_validation_error(e)) from None
+    recipe.path = path
+    if recipe.run.name is None:
+        recipe.run.name = path.stem
+    _resolve_paths(recipe, path.parent)
+    recipe.is_tiny = tiny
+    _check_files(recipe)
+    if tiny:
+        from siqkit.tiny import prepare_tiny
+
+        prepare_tiny(recipe)
+    return recipe
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one ``key.path[index]=value`` override; the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. student.path=/models/x")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = _split_key(key.strip(), item)
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        node = _descend(node, part, default=[] if isinstance(nxt, int) else {}, item=item)
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise RecipeError(f"--set {item}: index [{last}] is out of range")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {item}: '{last}' is not inside a mapping")
+        node[last] = value
+
+
+def _split_key(key: str, item: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in key.split("."):
+        m = re.fullmatch(r"([A-Za-z_][\w-]*)?((?:\[-?\d+\])*)", token)
+        if not m or (not m.group(1) and not m.group(2)):
+            raise RecipeError(f"--set {item}: cannot parse key '{key}'")
+        if m.group(1):
+            parts.append(m.group(1))
+        parts.extend(int(x) for x in re.findall(r"\[(-?\d+)\]", m.group(2)))
+    return parts
+
+
+def _descend(node: Any, part: str | int, default: Any, item: str) -> Any:
+    if isinstance(part, int):
+        if not isinstance(node, list) or not -len(node) <= part < len(node):
+            raise RecipeError(f"--set {item}: index [{part}] is out of range")
+        return node[part]
+    if not isinstance(node, dict):
+        raise RecipeError(f"--set {item}: '{part}' is not inside a mapping")
+    if node.get(part) is None:
+        node[part] = default
+    return node[part]
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(node: Any, where: str = "", tiny: bool = False) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the recipe.
+
+    With ``tiny``, a string that names an unset variable becomes null instead of an error:
+    a tiny run builds its models and needs no checkpoint paths.
+    """
+    if isinstance(node, dict):
+        return {k: substitute_env(v, _join(where, k), tiny) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, f"{where}[{i}]", tiny) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        if tiny and any(m.group(2) is None and m.group(1) not in os.environ for m in _ENV.finditer(node)):
+            return None
+
+        def repl(m: re.Match) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                raise RecipeError(
+                    f"{where}: environment variable {m.group(1)} is not set "
+                    f"(export it, or pass --set {where}=VALUE)"
+                )
+            return value
+
+        return _ENV.sub(repl, node)
+    return node
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+# ------------------------------------------------------------------------ error text
+
+
+_TYPE_NAMES = {
+    "int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
+    "list": "a list", "dict": "a mapping", "model": "a mapping", "path": "a path",
+}
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "union[", "int", "dict[", "list[")) and "." not in str(part):
+            continue  # pydantic's union-branch markers are not keys
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(e: dict) -> str:
+    kind, loc, value = e["type"], e["loc"], e.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        msg = f"unknown key '{loc[-1]}'"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        elif allowed:
+            msg += f"; expected one of {', '.join(allowed)}"
+        return msg
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        expected = [x.strip(" '") for x in re.split(r",| or ", e["ctx"]["expected"]) if x.strip()]
+        field = str(loc[-1]) if not isinstance(loc[-1], int) else "value"
+        return f"unknown {field} {value!r}; expected one of {', '.join(expected)}"
+    if kind.endswith(("_type", "_parsing")) and kind != "value_error":
+        want = kind.rsplit("_", 1)[0].replace("_type", "")
+        want = _TYPE_NAMES.get(want.split("_")[0], want)
+        return f"expected {want}, got {type(value).__name__} {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return e["msg"].lower()
+    msg = e["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+        if model is None:
+            return []
+    return [k for k in getattr(model, "model_fields", {}) if model is not Recipe or k not in INTERNAL_KEYS]
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line: the first problem with its key path, and how many more there are."""
+    errors = err.errors()
+    # a value error raised by a validator may name a sub-key ("[2].name: ..." or "path: ...")
+    first = errors[0]
+    path = _key_path(first["loc"])
+    msg = _describe(first)
+    m = re.match(r"((?:\[\d+\]|\.?[A-Za-z_]\w*)+): (.*)", msg) if first["type"] == "value_error" else None
+    if m:
+        sub = m.group(1)
+        if path == "(top level)":
+            path = sub.lstrip(".")
+        else:
+            path += sub if sub.startswith(("[", ".")) else "." + sub
+        msg = m.group(2)
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: {msg}{tail}"
+
+
+# ------------------------------------------------------------------------ resolution
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    def fix(p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    for src in recipe.seeds.sources:
+        src.path, src.root = fix(src.path), fix(src.root)
+    for t in recipe.teachers:
+        t.path, t.mmproj = fix(t.path), fix(t.mmproj)
+    if recipe.run.dir is not None:
+        recipe.run.dir = recipe.run.dir.expanduser()
+
+
+def _check_files(recipe: Recipe) -> None:
+    for i, src in enumerate(recipe.seeds.sources):
+        where = f"seeds.sources[{i}]"
+        if src.path is not None and not src.path.exists():
+            raise RecipeError(f"{where}.path: file not found: {src.path}")
+        if src.type == "hf_disk" and src.path is not None and not src.path.is_dir():
+            raise RecipeError(f"{where}.path: expected a folder written by save_to_disk: {src.path}")
+        if src.type in ("jsonl", "csv", "parquet", "images") and src.path is not None and not src.path.is_file():
+            raise RecipeError(f"{where}.path: expected a file, got a folder: {src.path}")
+        if src.root is not None and not src.root.is_dir():
+            raise RecipeError(f"{where}.root: folder not found: {src.root}")
+    for i, t in enumerate(recipe.teachers):
+        for key in ("path", "mmproj"):
+            p = getattr(t, key)
+            if p is not None and not p.exists() and not recipe.is_tiny:
+                raise RecipeError(f"teachers[{i}].{key}: file not found: {p}")
