@@ -135,6 +135,53 @@ def report(
     console.print(f"[green]report[/green]: {path}")
 
 
+@app.command("export")
+def export_cmd(
+    model_dir: Path = typer.Argument(..., help="A Hugging Face model folder: a merged student or any supported checkpoint."),
+    out: Path = typer.Option(..., "--out", help="The GGUF file to write, e.g. student.q4_k_m.gguf (an f16 copy lands beside it)."),
+    quant: str = typer.Option("q4_k_m", "--quant", help="f16, bf16, f32, q8_0, q4_k_m, q5_k_m or q6_k."),
+    mmproj: Optional[Path] = typer.Option(None, "--mmproj", help="Also write the vision tower here (Qwen2-VL, Qwen2.5-VL, Qwen3-VL); always f16."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the llama-cpp-python vs transformers check."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export a model folder to GGUF, quantize it, and check it against the Hugging Face model."""
+    from siqkit.export.commands import export_command
+
+    result = export_command(model_dir, out, quant, mmproj, verify=not no_verify, as_json=as_json)
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command("verify-gguf")
+def verify_gguf_cmd(
+    file: Path = typer.Argument(..., help="The GGUF file to check."),
+    hf: Path = typer.Option(..., "--hf", help="The Hugging Face model folder it was exported from."),
+    mmproj: Optional[Path] = typer.Option(None, "--mmproj", help="Also check image prompts with this mmproj."),
+    prompts: Optional[list[str]] = typer.Option(None, "--prompt", help="A prompt to compare on (repeatable; default: built-in ones)."),
+    tokens: int = typer.Option(32, "--tokens", help="Greedy tokens to compare per prompt."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run the same prompts (and images) through llama-cpp-python and transformers; report agreement."""
+    from siqkit.export.commands import verify_command
+
+    summary = verify_command(file, hf, mmproj, prompts=prompts, n_greedy=tokens, as_json=as_json)
+    if not summary["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command("merge")
+def merge_cmd(
+    base: Path = typer.Argument(..., help="The full-precision base checkpoint (not the 4-bit one)."),
+    adapter: Path = typer.Argument(..., help="The LoRA adapter folder (adapter_config.json)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the merged checkpoint."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16 (default: the base's)."),
+) -> None:
+    """Merge a LoRA adapter into its full-precision base, shard by shard."""
+    from siqkit.export.commands import merge_command
+
+    merge_command(base, adapter, out, dtype=dtype)
+
+
 def print_summary(s: dict) -> None:
     """The human view of ``siqkit inspect``: one table per subject."""
     t = Table(title=f"stages in {s['run_dir']}")

@@ -1,10 +1,15 @@
-"""Write a Hugging Face text causal LM folder as a GGUF file, with siqkit's own mapping.
+"""Write a Hugging Face (vision-)language model folder's text model as a GGUF file.
 
-Supported: ``llama``, ``qwen2``, ``qwen3`` (``model_type`` in config.json). Weights are read
-tensor by tensor from the safetensors files (sharded or not), renamed to llama.cpp's GGUF
-names, and stored as f32/f16/bf16 or q8_0. Llama's Q and K projections are permuted from
-the Hugging Face rotate-half layout to the interleaved pairs llama.cpp's llama graph rotates;
-Qwen graphs use the rotate-half ("neox") layout and take them as they are.
+Supported ``model_type`` values (config.json) and the llama.cpp architecture each becomes:
+``llama`` -> llama, ``qwen2`` -> qwen2, ``qwen3`` -> qwen3, ``qwen2_vl`` and ``qwen2_5_vl``
+-> qwen2vl (M-RoPE sections), ``qwen3_vl`` -> qwen3vl (interleaved M-RoPE, deepstack),
+``smolvlm`` and ``idefics3`` -> llama. For vision-language checkpoints only the language
+model is written here; its vision tower goes to a separate mmproj file (``mmproj.py``).
+
+Weights are read tensor by tensor from the safetensors files (sharded or not), renamed to
+llama.cpp's GGUF names, and stored as f32/f16/bf16 or q8_0. Llama's Q and K projections are
+permuted from the Hugging Face rotate-half layout to the interleaved pairs llama.cpp's llama
+graph rotates; Qwen graphs use the rotate-half ("neox") layout and take them as they are.
 
 The result is checked against the Hugging Face model in llama-cpp-python by the tests
 (greedy continuations equal, token for token).
@@ -26,7 +31,18 @@ from safetensors import safe_open
 from siqkit.errors import SiqkitError
 from siqkit.export.tokenizer_gguf import read_vocab
 
-SUPPORTED_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
+# Hugging Face model_type -> llama.cpp architecture of its (language) model.
+GGUF_ARCH_OF = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen2_vl": "qwen2vl",
+    "qwen2_5_vl": "qwen2vl",
+    "qwen3_vl": "qwen3vl",
+    "smolvlm": "llama",
+    "idefics3": "llama",
+}
+SUPPORTED_GGUF_ARCHS = tuple(GGUF_ARCH_OF)
 DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 _FILE_TYPES = {
@@ -35,7 +51,11 @@ _FILE_TYPES = {
     "bf16": gguf.LlamaFileType.MOSTLY_BF16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-_GGUF_ARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}
+
+# Where vision-language checkpoints keep their language model, and what is not part of it.
+_TEXT_PREFIXES = ("model.language_model.", "model.text_model.", "language_model.model.")
+_OTHER_PREFIXES = ("visual.", "model.visual.", "model.vision_model.", "model.connector.", "vision_tower.",
+                   "model.vision_tower.", "multi_modal_projector.", "model.multi_modal_projector.")
 
 # Hugging Face per-layer module path -> GGUF tensor kind.
 _LAYER_TENSORS = {
@@ -64,7 +84,7 @@ class GGUFExportError(SiqkitError, ValueError):
 
 @dataclass(frozen=True)
 class TextHParams:
-    """The config.json values a GGUF text model needs."""
+    """The config.json values a GGUF text model needs (``arch`` is the llama.cpp architecture)."""
 
     arch: str
     vocab_size: int
@@ -80,18 +100,35 @@ class TextHParams:
     tie_embeddings: bool
     rope_type: str
     rope: dict = field(default_factory=dict, compare=False)
+    model_type: str = ""
+    rope_sections: tuple[int, ...] = ()
+    deepstack_layers: int = 0
 
     @classmethod
-    def from_config(cls, cfg: dict) -> TextHParams:
-        arch = cfg.get("model_type")
-        if arch not in SUPPORTED_GGUF_ARCHS:
+    def from_config(cls, top: dict) -> TextHParams:
+        model_type = top.get("model_type")
+        if model_type not in GGUF_ARCH_OF:
             raise GGUFExportError(
-                f"cannot write GGUF for model_type {arch!r}; supported: {', '.join(SUPPORTED_GGUF_ARCHS)}"
+                f"cannot write GGUF for model_type {model_type!r}; supported: {', '.join(SUPPORTED_GGUF_ARCHS)}"
             )
+        arch = GGUF_ARCH_OF[model_type]
+        cfg = top.get("text_config") or top
         heads = cfg["num_attention_heads"]
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or top.get("rope_parameters") or {}
         theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        sections: tuple[int, ...] = ()
+        if arch in ("qwen2vl", "qwen3vl"):
+            # llama.cpp takes four M-RoPE sections (time, height, width, extra)
+            sections = tuple(int(x) for x in rope.get("mrope_section", ()))
+            if not sections:
+                raise GGUFExportError(f"{model_type}: rope_parameters.mrope_section missing in config.json")
+            sections = (sections + (0, 0, 0, 0))[:4]
+        deepstack = len((top.get("vision_config") or {}).get("deepstack_visual_indexes") or ())
+        tie = top.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
         return cls(
+            model_type=model_type,
+            rope_sections=sections,
+            deepstack_layers=deepstack if arch == "qwen3vl" else 0,
             arch=arch,
             vocab_size=cfg["vocab_size"],
             hidden=cfg["hidden_size"],
@@ -103,7 +140,7 @@ class TextHParams:
             context=cfg.get("max_position_embeddings", 4096),
             rope_theta=float(theta),
             rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            tie_embeddings=bool(tie),
             rope_type=rope.get("rope_type", rope.get("type", "default")) or "default",
             rope=dict(rope),
         )
@@ -152,8 +189,23 @@ def _iter_safetensors(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
                 yield key, f.get_tensor(key).to(torch.float32).numpy()
 
 
+def _text_key(key: str) -> str | None:
+    """A checkpoint key in the plain causal-LM naming (``model.layers.…``); None for vision parts."""
+    if key.startswith(_OTHER_PREFIXES):
+        return None
+    for prefix in _TEXT_PREFIXES:
+        if key.startswith(prefix):
+            return "model." + key[len(prefix):]
+    if key.startswith("language_model.lm_head."):
+        return key[len("language_model."):]
+    return key
+
+
 def _gguf_name(key: str, hp: TextHParams) -> tuple[str, gguf.MODEL_TENSOR] | None:
-    """Map a Hugging Face tensor key to its GGUF name (None: not part of the GGUF model)."""
+    """Map a Hugging Face tensor key to its GGUF name (None: not part of the GGUF text model)."""
+    key = _text_key(key)
+    if key is None:
+        return None
     stem, _, suffix = key.rpartition(".")
     if stem in _GLOBAL_TENSORS:
         kind = _GLOBAL_TENSORS[stem]
@@ -166,7 +218,7 @@ def _gguf_name(key: str, hp: TextHParams) -> tuple[str, gguf.MODEL_TENSOR] | Non
             return f"{gguf.TENSOR_NAMES[kind].format(bid=bid)}.{suffix}", kind
     if "rotary_emb" in key:
         return None
-    raise GGUFExportError(f"tensor {key!r} has no GGUF mapping for {hp.arch}")
+    raise GGUFExportError(f"tensor {key!r} has no GGUF mapping for {hp.model_type}")
 
 
 def _encode(data: np.ndarray, dtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType | None]:
@@ -192,10 +244,14 @@ def _write_hparams(w: gguf.GGUFWriter, hp: TextHParams) -> None:
     w.add_rope_freq_base(hp.rope_theta)
     w.add_layer_norm_rms_eps(hp.rms_eps)
     w.add_rope_dimension_count(hp.head_dim)
-    if hp.head_dim != hp.hidden // hp.heads or hp.arch == "qwen3":
+    if hp.head_dim != hp.hidden // hp.heads or hp.arch in ("qwen3", "qwen3vl"):
         w.add_key_length(hp.head_dim)
         w.add_value_length(hp.head_dim)
     w.add_vocab_size(hp.vocab_size)
+    if hp.rope_sections:
+        w.add_rope_dimension_sections(list(hp.rope_sections))
+    if hp.deepstack_layers:
+        w.add_num_deepstack_layers(hp.deepstack_layers)
     if hp.rope_type == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(hp.rope["factor"]))
@@ -217,7 +273,7 @@ def write_gguf(
     name: str | None = None,
     pre: str | None = None,
 ) -> Path:
-    """Write the text model in ``model_dir`` (a Hugging Face folder) to ``out_path`` as GGUF.
+    """Write the (language) model in ``model_dir`` (a Hugging Face folder) to ``out_path`` as GGUF.
 
     ``dtype``: "f16", "bf16", "f32" or "q8_0" for the weight matrices (norms stay f32).
     ``name`` sets ``general.name`` (default: the folder name); ``pre`` overrides the
@@ -235,7 +291,7 @@ def write_gguf(
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(out, gguf.MODEL_ARCH_NAMES[_GGUF_ARCH[hp.arch]])
+    writer = gguf.GGUFWriter(out, hp.arch)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name or folder.name)
     writer.add_file_type(_FILE_TYPES[dtype])
@@ -271,7 +327,7 @@ def write_gguf(
 
 
 def tiny_gguf(arch: str, out_dir: str | Path, *, dtype: str = "f16", **tiny_kwargs) -> Path:
-    """Build a tiny twin of ``arch`` (llama/qwen2/qwen3) and write it as GGUF; returns the GGUF path.
+    """Build a tiny twin of ``arch`` (a supported model_type) and write its GGUF; returns the GGUF path.
 
     The Hugging Face twin is kept beside it in ``out_dir/<arch>-hf`` for comparisons;
     ``tiny_kwargs`` go to :func:`siqkit.models.tiny.make_tiny`. Takes about a second.

@@ -134,7 +134,8 @@ def _qwen_vl_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
         text = _text_kwargs(d, vocab, tok, extra={"rope_parameters": rope})
         vision = dict(depth=VISION_DEPTH, hidden_size=w, intermediate_size=2 * w, num_heads=VISION_HEADS,
                       out_hidden_size=d.hidden, patch_size=patch, spatial_merge_size=2, temporal_patch_size=2,
-                      window_size=56, fullatt_block_indexes=[VISION_DEPTH - 1])
+                      # 112-pixel windows, as every released Qwen2.5-VL (llama.cpp hard-codes it)
+                      window_size=112, fullatt_block_indexes=[VISION_DEPTH - 1])
         cfg = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
         cls = transformers.Qwen2_5_VLForConditionalGeneration
         proc_cls = transformers.Qwen2_5_VLProcessor

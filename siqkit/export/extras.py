@@ -1,0 +1,134 @@
+"""What ships next to the GGUF files: an Ollama Modelfile and a model card with lineage.
+
+The Modelfile carries the chat template in Ollama's Go-template syntax and the stop tokens
+(the end-of-turn token, so generation ends where the model ends its answer). The model card
+(a README.md) says where the model came from (recipe, data subset, base checkpoint), which
+files there are, how each quant type compared with the Hugging Face model, and how to run it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+
+MODELFILE_MARK = "# Ollama Modelfile for"
+CARD_MARK = "<!-- model card written by siqkit export -->"
+# Ollama templates for the chat formats siqkit's students use, keyed by their turn tokens.
+_CHATML = (
+    '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+    '{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}'
+    '<|im_start|>{{ .Role }}\n{{ .Content }}{{ if or (ne .Role "assistant") (not $last) }}<|im_end|>\n{{ end }}'
+    '{{- if and $last (ne .Role "assistant") }}<|im_start|>assistant\n{{ end }}{{- end }}'
+)
+_LLAMA3 = (
+    '{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}'
+    '{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}'
+    '<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}'
+    '{{ if or (ne .Role "assistant") (not $last) }}<|eot_id|>{{ end }}'
+    '{{- if and $last (ne .Role "assistant") }}<|start_header_id|>assistant<|end_header_id|>\n\n{{ end }}{{- end }}'
+)
+_FORMATS = (
+    ("<|im_start|>", "<|im_end|>", _CHATML, ("<|im_end|>", "<|endoftext|>")),
+    ("<|start_header_id|>", "<|eot_id|>", _LLAMA3, ("<|eot_id|>", "<|end_of_text|>")),
+)
+
+
+def _vocab(path: Path) -> tuple[set[str], str | None]:
+    reader = gguf.GGUFReader(path)
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    template = reader.fields.get("tokenizer.chat_template")
+    return set(tokens.contents() if tokens else ()), (template.contents() if template else None)
+
+
+def write_modelfile(gguf_path: str | Path, out: str | Path | None = None, *, mmproj: str | Path | None = None,
+                    num_ctx: int = 4096) -> Path:
+    """Write an Ollama Modelfile for ``gguf_path`` (default: ``Modelfile`` beside it); returns its path.
+
+    Paths in ``FROM`` are relative to the Modelfile, so the folder can be moved as a whole.
+    """
+    path = Path(gguf_path)
+    out = Path(out) if out else path.parent / "Modelfile"
+    tokens, _ = _vocab(path)
+    lines = [f"{MODELFILE_MARK} {path.name}: ollama create <name> -f {out.name}",
+             f"FROM {_rel(path, out.parent)}"]
+    if mmproj:
+        lines.append("# vision projector (llama.cpp mmproj); Ollama versions without separate-projector")
+        lines.append("# support need it merged into their own format")
+        lines.append(f"FROM {_rel(Path(mmproj), out.parent)}")
+    fmt = next((f for f in _FORMATS if f[0] in tokens and f[1] in tokens), None)
+    if fmt is None:
+        lines.append("# chat format not recognised: Ollama falls back to the template stored in the GGUF")
+    else:
+        lines.append(f'TEMPLATE """{fmt[2]}"""')
+        lines.extend(f'PARAMETER stop "{stop}"' for stop in fmt[3] if stop in tokens)
+    lines.append(f"PARAMETER num_ctx {num_ctx}")
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``./name`` for a file in ``base`` (or below it), else the absolute path."""
+    try:
+        return f"./{path.resolve().relative_to(base.resolve())}"
+    except ValueError:
+        return str(path.resolve())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def write_model_card(result: dict, out: str | Path, *, lineage: dict | None = None) -> Path:
+    """Write a README.md model card from an :func:`siqkit.export.export_model` result.
+
+    ``lineage`` (recipe name, data subset, base model, metrics, ...) is shown as given; the
+    export stage fills it from the run store.
+    """
+    out = Path(out)
+    name = result.get("name") or Path(result["model_dir"]).name
+    lines = [CARD_MARK, f"# {name} (GGUF)", "",
+             f"Exported by siqkit from `{result['model_dir']}` (`{result['model_type']}`, "
+             f"llama.cpp architecture `{result['gguf_arch']}`).", ""]
+    if lineage:
+        lines += ["## Lineage", "", "| | |", "|---|---|"]
+        for key, value in lineage.items():
+            shown = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+            lines.append(f"| {key} | {shown} |")
+        lines.append("")
+    lines += ["## Files", "", "| file | type | size | top-1 agreement | greedy agreement | max logit error | check |",
+              "|---|---|---|---|---|---|---|"]
+    for item in result["files"]:
+        v = item.get("verify") or {}
+        t = v.get("text") or {}
+        check = "—" if not v else ("passed" if v.get("passed") else "FAILED")
+        lines.append(
+            f"| `{Path(item['path']).name}` | {item['quant']} | {_size(item['size_bytes'])} | "
+            f"{t.get('top1_decisive', float('nan')):.3f} | {t.get('greedy_agreement', float('nan')):.3f} | "
+            f"{t.get('logit_err_rel', float('nan')):.4f} std | {check} |")
+    if result.get("mmproj"):
+        lines.append(f"| `{Path(result['mmproj']).name}` | mmproj f16 | {_size(Path(result['mmproj']).stat().st_size)} "
+                     "| | | | |")
+    image = next((f["verify"]["image"] for f in result["files"] if (f.get("verify") or {}).get("image")), None)
+    lines += ["", "Top-1 agreement counts positions where the Hugging Face model's top token leads by more than "
+              "a near-tie; greedy agreement is the share of greedy tokens that match the Hugging Face "
+              "continuation; the logit error is relative to the Hugging Face logits' standard deviation."]
+    if image:
+        lines += ["", f"With an image, the next-token logits differ by at most {image['next_logit_err_rel']:.4f} std "
+                  f"(tolerance 0.05) and the greedy answer matches for {image['greedy_agreement']:.0%} of its tokens."]
+    gguf_name = Path(result["gguf"]).name
+    lines += ["", "## Run it", "", "```bash"]
+    if result.get("mmproj"):
+        lines.append(f"llama-mtmd-cli -m {gguf_name} --mmproj {Path(result['mmproj']).name} --image photo.png "
+                     "-p 'What is in the picture?'")
+    lines.append(f"llama-cli -m {gguf_name} -cnv")
+    if result.get("modelfile"):
+        lines.append(f"ollama create {name.lower().replace(' ', '-')} -f {Path(result['modelfile']).name}")
+    lines += ["```", ""]
+    out.write_text("\n".join(lines))
+    return out
