@@ -11,7 +11,7 @@ pytest.importorskip("llama_cpp")
 
 
 def cfg(path, **kw):
-    return SimpleNamespace(name="gguf", backend="llama_cpp", path=str(path), n_ctx=512, **kw)
+    return SimpleNamespace(**{"name": "gguf", "backend": "llama_cpp", "path": str(path), "n_ctx": 512, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -73,34 +73,23 @@ def test_missing_files_are_load_errors(tmp_path, tiny_gguf_pair):
         load_teacher(cfg(tiny_gguf_pair[0], mmproj=str(tmp_path / "mmproj.gguf")))
 
 
-def test_mmproj_goes_through_the_multimodal_handler(tiny_gguf_pair, tmp_path, monkeypatch, mk, img):
-    """Wiring only: no tiny mmproj GGUF exists yet, so the libmtmd handler is replaced by a recorder."""
-    from llama_cpp import llama_chat_format
+def test_images_through_a_real_mmproj(tmp_path, mk, img):
+    """A Qwen2-VL twin written as GGUF + mmproj by siqkit, answering an image prompt in llama.cpp."""
+    from siqkit.export import write_gguf, write_mmproj
+    from siqkit.models.tiny import make_tiny
 
-    seen = {}
-
-    class RecordingHandler:
-        def __init__(self, clip_model_path, verbose=True):
-            seen["clip"] = clip_model_path
-
-        def __call__(self, *, llama, messages, **kw):
-            seen["messages"], seen["kw"] = messages, kw
-            return {
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "a red square"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34},
-            }
-
-    monkeypatch.setattr(llama_chat_format, "MTMDChatHandler", RecordingHandler)
-    mmproj = tmp_path / "mmproj.gguf"
-    mmproj.write_bytes(b"placeholder")
-    t = load_teacher(cfg(tiny_gguf_pair[0], mmproj=str(mmproj)))
-    (o,) = t.generate([mk("k", "what is it?", images=[img("red")], max_new_tokens=7, temperature=0.5, top_p=0.9, seed=3)])
-    t.close()
-    assert (o.text, o.finish_reason, o.prompt_tokens, o.completion_tokens) == ("a red square", "stop", 30, 4)
-    assert seen["clip"] == str(mmproj)
-    parts = seen["messages"][0]["content"]
-    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert parts[1] == {"type": "text", "text": "what is it?"}
-    kw = seen["kw"]
-    assert (kw["max_tokens"], kw["temperature"], kw["top_p"], kw["seed"]) == (7, 0.5, 0.9, 3)
-    assert (kw["top_k"], kw["min_p"], kw["repeat_penalty"]) == (0, 0.0, 1.0)
+    hf = make_tiny("qwen2_vl", tmp_path / "hf", hidden=128, intermediate=256, seed=1)
+    gguf_file = write_gguf(hf, tmp_path / "model.gguf", dtype="f16")
+    mmproj = write_mmproj(hf, tmp_path / "mmproj.gguf")
+    t = load_teacher(cfg(gguf_file, mmproj=str(mmproj), n_ctx=1024))
+    try:
+        with_image, text_only = t.generate([
+            mk("a", "what is it?", images=[img("red")], max_new_tokens=6, seed=3),
+            mk("b", "what is it?", max_new_tokens=6, seed=3),
+        ])
+    finally:
+        t.close()
+    assert with_image.error is None, with_image.error
+    assert with_image.finish_reason in ("stop", "length") and 1 <= with_image.completion_tokens <= 6
+    # the image's tokens are in the prompt
+    assert with_image.prompt_tokens > text_only.prompt_tokens + 2
