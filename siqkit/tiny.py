@@ -6,8 +6,8 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
 
 - a ``transformers`` teacher: a twin of the class its checkpoint's ``config.json`` names, or,
   when the checkpoint path is not set, of its ``arch``;
-- a ``llama_cpp`` teacher: a twin of ``arch`` written to GGUF by siqkit's own writer (text
-  architectures: llama, qwen2, qwen3);
+- a ``llama_cpp`` teacher: a twin of ``arch`` written to GGUF by siqkit's own writer, with an
+  mmproj for the vision side when the architecture has one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL);
 - an ``openai`` teacher: there is no class behind a URL, so it becomes a ``transformers``
   teacher on a twin of its ``arch`` (required for ``--tiny``);
 - ``python`` teachers run as they are.
@@ -29,11 +29,11 @@ from siqkit.recipe import Recipe
 
 log = logging.getLogger("siqkit.tiny")
 
-GGUF_TINY_ARCHS = ("llama", "qwen2", "qwen3")
 
 
 def prepare_tiny(recipe: Recipe) -> None:
     """Check that every model can be twinned and cap the data; builds and writes nothing."""
+    from siqkit.export.gguf_writer import SUPPORTED_GGUF_ARCHS
     from siqkit.models.tiny import SUPPORTED_TINY
 
     cfg = recipe.tiny
@@ -55,9 +55,9 @@ def prepare_tiny(recipe: Recipe) -> None:
         if t.arch is not None and t.arch not in SUPPORTED_TINY:
             raise RecipeError(f"teachers[{i}].arch: unknown architecture '{t.arch}'; "
                               f"expected one of {', '.join(SUPPORTED_TINY)}")
-        if t.backend == "llama_cpp" and t.arch not in GGUF_TINY_ARCHS:
+        if t.backend == "llama_cpp" and t.arch not in SUPPORTED_GGUF_ARCHS:
             raise RecipeError(f"teachers[{i}].arch: --tiny writes GGUF twins of "
-                              f"{', '.join(GGUF_TINY_ARCHS)} only, not '{t.arch}'")
+                              f"{', '.join(SUPPORTED_GGUF_ARCHS)} only, not '{t.arch}'")
 
 
 def build_twins(recipe: Recipe) -> None:
@@ -70,11 +70,15 @@ def build_twins(recipe: Recipe) -> None:
             continue
         out = root / t.name
         if t.backend == "llama_cpp":
-            from siqkit.export.gguf_writer import tiny_gguf
+            from siqkit.export import MMPROJ_ARCHS, tiny_gguf, write_mmproj
 
             gguf_file = out / f"{t.arch}-f16.gguf"
             t.path = gguf_file if gguf_file.exists() else tiny_gguf(t.arch, out)
             t.mmproj = None
+            if t.arch in MMPROJ_ARCHS:  # tiny_gguf keeps the Hugging Face twin beside the GGUF
+                t.mmproj = out / "mmproj-f16.gguf"
+                if not t.mmproj.exists():
+                    write_mmproj(out / f"{t.arch}-hf", t.mmproj)
         else:
             if not (out / "config.json").exists():
                 tiny_from(t.path, out) if _has_checkpoint(t) else make_tiny(t.arch, out)

@@ -15,9 +15,11 @@ RECIPE = {
     ]},
     "teachers": [
         {"name": "thinker", "backend": "transformers", "arch": "qwen2_vl", "path": "${SIQ_TEST_THINKER_PATH}",
-         "route": {"sources": ["easy_vqa"]}, "batch_size": 8},
+         "route": {"sources": ["easy_vqa"], "splits": ["train"]}, "batch_size": 8},
         {"name": "gguf", "backend": "llama_cpp", "arch": "qwen3", "path": "${SIQ_TEST_MODELS}/t.gguf",
          "route": {"question_regex": "plus"}},
+        {"name": "gguf_vl", "backend": "llama_cpp", "arch": "qwen2_5_vl", "path": "${SIQ_TEST_MODELS}/vl.gguf",
+         "mmproj": "${SIQ_TEST_MODELS}/mmproj.gguf", "route": {"sources": ["easy_vqa"], "splits": ["test"]}},
         {"name": "server", "backend": "openai", "arch": "llama", "model": "big",
          "endpoints": [{"url": "${SIQ_TEST_SERVER_URL}"}]},
     ],
@@ -57,9 +59,10 @@ def test_tiny_run_replaces_every_model_with_a_twin_and_caps_the_data(cli, tmp_pa
         gens = con.execute("SELECT teacher, count(*), any_value(teacher_identity), max(completion_tokens) "
                            "FROM generations GROUP BY teacher ORDER BY teacher").fetchall()
         by = {g[0]: g for g in gens}
-        assert by["thinker"][1] == 12 and by["gguf"][1] == 2 and by["server"][1] == 1
+        assert by["thinker"][1] == 6 and by["gguf_vl"][1] == 6 and by["gguf"][1] == 2 and by["server"][1] == 1
         assert json.loads(by["thinker"][2])["model"] == str(run / "tiny" / "thinker")
         assert json.loads(by["gguf"][2])["model"].endswith("qwen3-f16.gguf")
+        assert json.loads(by["gguf_vl"][2])["mmproj"].endswith("mmproj-f16.gguf")  # images through the mmproj
         assert json.loads(by["server"][2])["backend"] == "transformers"
         assert all(g[3] is not None and g[3] <= 12 for g in gens)
         errors = con.execute("SELECT count(*) FROM generations WHERE finish_reason = 'error'").fetchone()[0]
