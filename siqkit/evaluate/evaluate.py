@@ -1,0 +1,188 @@
+"""Evaluate a student on held-out seeds: accuracy, format adherence, reasoning length, examples.
+
+:func:`evaluate_student` first refuses any seed the training data used (the error lists up
+to five offending ids and their count). It then generates greedily with the student
+through the same ``transformers`` backend the teachers use (chat template, processor,
+left-padded batches), parses each output with :func:`~siqkit.teachers.parse.parse_cot` and
+judges its answer with :func:`~siqkit.annotate.normalize.judge_answer`, the normaliser
+annotation uses. A text-only student sees each image as its seed's caption, as in training.
+
+Numbers returned (and written to ``eval.json`` when ``out_dir`` is given):
+
+- ``accuracy``: correct / seeds with a gold answer (a missing answer counts as wrong);
+- ``format_ok``: share of outputs with both reasoning and answer (parse status ``ok``);
+- ``mean_reasoning_tokens``: mean whitespace tokens of the reasoning, over outputs that have some;
+- ``parse_status``: outputs per parse status;
+- ``rows``: per seed the question, the student's output, its answer and verdict.
+
+``side_by_side.md`` puts question, image, teacher trace and student output next to each
+other for the first ``table_rows`` seeds, for reading what the numbers hide.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+from siqkit.errors import SiqkitError
+
+MAX_LISTED = 5
+
+
+class EvalRefusedError(SiqkitError):
+    """Evaluation seeds overlap the training data."""
+
+
+@dataclass
+class EvalSeed:
+    """One held-out seed: images are PIL images or paths."""
+
+    seed_id: str
+    question: str
+    images: list[Any] = field(default_factory=list)
+    gold: str | None = None
+    teacher_trace: str | None = None
+    caption: str | None = None
+
+
+def as_seed(item: Any) -> EvalSeed:
+    """An :class:`EvalSeed` from itself or a mapping with the same keys."""
+    if isinstance(item, EvalSeed):
+        return item
+    try:
+        return EvalSeed(seed_id=str(item["seed_id"]), question=str(item["question"]),
+                        images=list(item.get("images") or []), gold=item.get("gold"),
+                        teacher_trace=item.get("teacher_trace"), caption=item.get("caption"))
+    except (KeyError, TypeError) as e:
+        raise SiqkitError(f"evaluation seed {item!r:.80}: needs seed_id and question ({e})") from None
+
+
+def check_held_out(seeds: Iterable[Any], train_ids: Iterable[str]) -> None:
+    """Raise :class:`EvalRefusedError` if any seed was used in training."""
+    train = set(train_ids)
+    bad = sorted({as_seed(s).seed_id for s in seeds} & train)
+    if bad:
+        listed = ", ".join(bad[:MAX_LISTED]) + (f", … ({len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else "")
+        raise EvalRefusedError(
+            f"refusing to evaluate: {len(bad)} evaluation seed(s) were used in training: {listed}; "
+            "evaluate on held-out seeds only"
+        )
+
+
+def _open(image: Any):
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    return image.convert("RGB")
+
+
+def _inputs(seeds: list[EvalSeed], *, text_only: bool, image_text: str, max_new_tokens: int) -> list:
+    from siqkit.teachers.base import Sampling, TeacherInput
+
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
+    inputs = []
+    for s in seeds:
+        if text_only:
+            prefix = "".join(image_text.format(caption=s.caption or "no description") + "\n" for _ in s.images)
+            messages = [{"role": "user", "content": [{"type": "text", "text": prefix + s.question}]}]
+            images = []
+        else:
+            images = [_open(im) for im in s.images]
+            parts = [{"type": "image"} for _ in images] + [{"type": "text", "text": s.question}]
+            messages = [{"role": "user", "content": parts}]
+        inputs.append(TeacherInput(key=s.seed_id, seed_id=s.seed_id, question=s.question, images=images,
+                                   messages=messages, sampling=sampling))
+    return inputs
+
+
+def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Iterable[str], *,
+                     max_new_tokens: int = 512, batch_size: int = 8, answer_kind: str = "auto",
+                     tolerance: float = 1e-6, text_only: bool | None = None,
+                     image_text: str = "[Image: {caption}]", device: str | None = None,
+                     table_rows: int = 20, out_dir: str | Path | None = None, label: str = "") -> dict:
+    """Evaluate the checkpoint in ``model_dir`` on ``seeds``; see the module docstring."""
+    import torch
+
+    from siqkit.annotate.normalize import judge_answer
+    from siqkit.annotate.stats import reasoning_stats
+    from siqkit.teachers.backends.transformers_hf import TransformersTeacher
+    from siqkit.teachers.parse import parse_cot
+    from siqkit.train.qlora import is_vision_checkpoint
+
+    seeds = [as_seed(s) for s in seeds]
+    check_held_out(seeds, train_ids)
+    if not seeds:
+        raise SiqkitError("no evaluation seeds")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    vision = is_vision_checkpoint(model_dir)
+    text_only = (not vision) if text_only is None else text_only
+    quant = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    teacher = TransformersTeacher(SimpleNamespace(name=label or "student", path=str(model_dir), quantization=quant,
+                                                  batch_size=batch_size, device=device))
+    try:
+        outputs = teacher.generate(_inputs(seeds, text_only=text_only, image_text=image_text,
+                                           max_new_tokens=max_new_tokens))
+    finally:
+        teacher.close()
+
+    rows, status_counts = [], {}
+    for s, out in zip(seeds, outputs):
+        parsed = parse_cot(out.text, out.finish_reason, out.error)
+        correct, detail = judge_answer(parsed.answer, s.gold, answer_kind, tolerance)
+        stats = reasoning_stats(parsed.reasoning, parsed.answer)
+        status_counts[parsed.status] = status_counts.get(parsed.status, 0) + 1
+        rows.append({"seed_id": s.seed_id, "question": s.question, "gold": s.gold, "output": out.text,
+                     "reasoning": parsed.reasoning, "answer": parsed.answer, "parse_status": parsed.status,
+                     "correct": correct, "correct_detail": detail, "reasoning_tokens": stats.tokens,
+                     "teacher_trace": s.teacher_trace, "finish_reason": out.finish_reason})
+    judged = [r for r in rows if r["correct"] is not None]
+    with_reasoning = [r["reasoning_tokens"] for r in rows if r["reasoning"]]
+    result = {
+        "label": label, "model": str(model_dir), "seeds": len(rows), "judged": len(judged),
+        "correct": sum(1 for r in judged if r["correct"]),
+        "accuracy": (sum(1 for r in judged if r["correct"]) / len(judged)) if judged else None,
+        "format_ok": sum(1 for r in rows if r["parse_status"] == "ok") / len(rows),
+        "mean_reasoning_tokens": (sum(with_reasoning) / len(with_reasoning)) if with_reasoning else 0.0,
+        "parse_status": status_counts, "rows": rows,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        result["table"] = str(side_by_side(seeds, rows[:table_rows], out / "side_by_side.md", title=label))
+    return result
+
+
+def _cell(text: Any) -> str:
+    if text is None or text == "":
+        return "—"
+    return str(text).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def side_by_side(seeds: list[EvalSeed], rows: list[dict], path: Path, title: str = "") -> Path:
+    """A Markdown table: question, image, teacher trace, student output, verdict."""
+    by_id = {s.seed_id: s for s in seeds}
+    image_dir = path.parent / "images"
+    lines = [f"# {title or 'evaluation'}: side by side", "",
+             "| seed | question | image | teacher trace | student output | gold | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seed = by_id[r["seed_id"]]
+        cells = []
+        for k, im in enumerate(seed.images):
+            image_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{r['seed_id'][:16]}-{k}.png"
+            _open(im).save(image_dir / name)
+            cells.append(f"![]({image_dir.name}/{name})")
+        verdict = {True: "correct", False: "wrong", None: "no gold"}[r["correct"]]
+        lines.append("| " + " | ".join([
+            _cell(r["seed_id"][:12]), _cell(r["question"]), " ".join(cells) or "—", _cell(seed.teacher_trace),
+            _cell(r["output"]), _cell(r["gold"]), f"{verdict} ({_cell(r['parse_status'])})",
+        ]) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    return path

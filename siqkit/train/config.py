@@ -1,0 +1,181 @@
+"""The recipe's ``student`` and ``train`` sections: which model to train, and how.
+
+Every field has a default, written next to it. The defaults are the design point of the
+kit: a 4-bit NF4 base with LoRA adapters (QLoRA), gradient checkpointing and heavy
+gradient accumulation on one consumer GPU, in three stages:
+
+``align``
+    projector only (vision tower and language model frozen), on caption data;
+``instruct``
+    LoRA on the language model plus the projector, on short answers (an empty think block);
+``reason``
+    LoRA on the language model, on the full chain-of-thought targets, easy → hard.
+
+Each stage starts from the previous stage's merged output. ``auto`` values (micro-batch,
+accumulation, checkpointing, a stage's ``method``) are chosen by the memory planner
+(:mod:`siqkit.train.memory`) for ``train.vram``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from siqkit.recipe import _Model
+
+PARTS = ("vision", "projector", "language")
+DATA_KINDS = ("caption", "answer", "cot")
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+class StudentConfig(_Model):
+    """The student: a local Hugging Face checkpoint (a tiny twin works the same way)."""
+
+    path: Path  # local checkpoint folder; nothing is downloaded
+    # None: from the checkpoint (a causal LM is text-only). A text-only student sees each
+    # image as the caption/OCR text its seed carries, written with `image_text`.
+    text_only: bool | None = None
+    image_text: str = "[Image: {caption}]"  # {caption} is the seed's caption (or OCR) text
+    trust_remote_code: bool = False  # only when you trust the checkpoint's own code
+
+    @field_validator("image_text")
+    @classmethod
+    def _has_caption(cls, v: str) -> str:
+        if "{caption}" not in v:
+            raise ValueError("must contain {caption}, where the image's text goes")
+        return v
+
+
+class LoraConfig(_Model):
+    """LoRA adapters on the language model (never on the vision tower or the LM head)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # "all-linear": every linear layer of the language model; or a list of module names
+    # (e.g. [q_proj, v_proj]), matched on the last part of each language-model layer name.
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+
+    @field_validator("r", "alpha")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+
+class StageConfig(_Model):
+    """One curriculum stage. It starts from the previous stage's merged model."""
+
+    name: str
+    # What each training row becomes: "caption" (describe the image -> its caption; rows
+    # with a caption only, one per image set), "answer" (question -> short answer, empty
+    # think block), "cot" (question -> the teacher's full <think> trace and answer).
+    data: Literal["caption", "answer", "cot"] = "cot"
+    difficulty: list[Literal["easy", "medium", "hard"]] | None = None  # keep only these; None: all
+    labels: list[str] | None = None  # keep rows with any of these task labels; None: all
+    order: Literal["shuffle", "easy_to_hard"] = "shuffle"  # easy_to_hard: easy, then medium, then hard
+    freeze: list[Literal["vision", "projector", "language"]] = Field(default_factory=lambda: ["vision"])
+    # How the language model trains when not frozen: "qlora" (4-bit NF4 base + LoRA),
+    # "lora" (bf16/fp32 base + LoRA), "full" (every weight), "auto" (the planner picks
+    # qlora or lora for train.vram). With the language model frozen it only sets the
+    # base precision (qlora: 4-bit). An unfrozen vision tower or projector always trains
+    # in full: they are small.
+    method: Literal["auto", "qlora", "lora", "full"] = "qlora"
+    epochs: float = 1.0  # passes over this stage's data (fractions allowed)
+    max_steps: int | None = None  # cap on optimizer steps; None: from epochs
+    learning_rate: float | None = None  # None: train.learning_rate
+    max_examples: int | None = None  # a deterministic sample, for smoke runs
+
+    @field_validator("freeze")
+    @classmethod
+    def _unique_parts(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("list each part once")
+        return v
+
+    @model_validator(mode="after")
+    def _sane(self) -> "StageConfig":
+        if set(self.freeze) == set(PARTS):
+            raise ValueError("freeze: every part is frozen; this stage would train nothing")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs: must be greater than 0 (got {self.epochs})")
+        for key in ("max_steps", "max_examples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: must be at least 1 (got {value})")
+        return self
+
+
+def default_stages() -> list[StageConfig]:
+    """align -> instruct -> reason, as in the module docstring."""
+    return [
+        StageConfig(name="align", data="caption", freeze=["vision", "language"], learning_rate=1e-3),
+        StageConfig(name="instruct", data="answer", freeze=["vision"]),
+        StageConfig(name="reason", data="cot", freeze=["vision", "projector"], order="easy_to_hard"),
+    ]
+
+
+class TrainConfig(_Model):
+    """How the student trains: stages, batch, optimizer, checkpoints, evaluation."""
+
+    stages: list[StageConfig] = Field(default_factory=default_stages)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
+    device: str | None = None  # default: cuda when available, else cpu
+    vram: str | None = None  # memory budget for the planner, e.g. "8GB"; default: the GPU's total memory
+    max_seq_len: int = 2048  # longer rows are cut at the end of the answer; rows whose prompt is longer are dropped
+    batch_size: int = 16  # sequences per optimizer step (micro_batch x grad_accum)
+    micro_batch: int | Literal["auto"] = "auto"  # sequences per forward pass
+    grad_accum: int | Literal["auto"] = "auto"  # micro-batches per optimizer step; auto: batch_size / micro_batch
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    batching: Literal["length_grouped", "random"] = "length_grouped"  # length_grouped cuts padding
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03  # share of a stage's steps spent warming up
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    save_every: int = 50  # optimizer steps between checkpoints (and always at a stage's end)
+    keep_checkpoints: int = 2  # newest checkpoints kept per stage
+    seed: int = 0  # data order, LoRA initialisation and dropout derive from it
+    eval_max_new_tokens: int = 512  # evaluation: generation budget per held-out seed
+    eval_batch_size: int = 8
+    eval_table_rows: int = 20  # rows of the side-by-side table
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, v: list[StageConfig]) -> list[StageConfig]:
+        if not v:
+            raise ValueError("at least one stage is required")
+        names = [s.name for s in v]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"[{i}].name: duplicate stage name '{name}'")
+        return v
+
+    @field_validator("vram")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None:
+            from siqkit.train.memory import parse_size
+
+            parse_size(v)
+        return v
+
+    @model_validator(mode="after")
+    def _positive(self) -> "TrainConfig":
+        for key in ("max_seq_len", "batch_size", "save_every", "keep_checkpoints", "eval_max_new_tokens",
+                    "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1 (got {getattr(self, key)})")
+        for key in ("micro_batch", "grad_accum"):
+            value = getattr(self, key)
+            if value != "auto" and value < 1:
+                raise ValueError(f"{key}: must be at least 1 or auto (got {value})")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be greater than 0 (got {self.learning_rate})")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        return self

@@ -1,0 +1,315 @@
+"""The train stage: run the curriculum's stages in order, each from the previous one's output.
+
+:func:`train_curriculum` reads the curated traces folder and, for each stage of
+``train.stages``:
+
+1. builds the stage's examples (:func:`~siqkit.train.data.build_examples`) and renders
+   them with the student's chat template;
+2. resolves ``auto`` settings with the memory planner (``train.vram``, else the GPU's
+   total memory; on a CPU without a budget: micro-batch 4 or less, no checkpointing,
+   QLoRA) and records where each value came from;
+3. loads the current model with the stage's frozen parts and method, trains it
+   (:func:`~siqkit.train.loop.run_loop`: checkpoints every ``save_every`` steps, resumes
+   from the newest one), and writes ``adapter/`` (peft format, LoRA stages) or
+   ``trained.safetensors`` (the fully trained parts) and ``merged/`` (a plain
+   safetensors checkpoint, the next stage's input);
+4. evaluates the merged model on the held-out seeds, when there are some (and the base
+   student once before the first stage).
+
+A stage whose trainable parts the student lacks (``align`` trains only the projector; a
+text-only student has none) or that has no examples is skipped, with the reason
+recorded. A finished stage is skipped on rerun if its settings, data and input model
+are unchanged (its fingerprint); when they changed, its old folder is kept aside as
+``<stage>.stale-<time>`` and the stage runs again, and so do the later ones.
+
+Run folder layout (``out_dir``)::
+
+    stages/01-align/  log.jsonl  checkpoints/step-000050/  adapter/ | trained.safetensors  merged/  stage.json
+    eval/00-before/   eval.json  side_by_side.md  images/
+    plots/loss.png  plots/eval.png
+    summary.json
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from siqkit.errors import SiqkitError
+from siqkit.train.config import PARTS, StageConfig, StudentConfig, TrainConfig
+from siqkit.train.data import Encoder, build_examples, load_traces
+from siqkit.train.loop import LoopSettings, run_loop
+
+log = logging.getLogger(__name__)
+
+CPU_MICRO_BATCH = 4
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_identity(path: Path) -> str:
+    """A checkpoint's identity: its folder and its weight files' names, sizes and times."""
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).glob("*.safetensors"))
+    return _digest([str(Path(path).resolve()), files])
+
+
+def _device(cfg: TrainConfig) -> str:
+    import torch
+
+    return cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_parts: set[str], device: str,
+                  precision: str) -> tuple[LoopSettings, dict]:
+    """Loop settings and method for a stage, with ``auto`` filled in; and where each came from."""
+    from siqkit.train.memory import PlanError, human, parse_size, plan_memory
+
+    method = stage.method
+    fixed_ckpt = None if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
+    fixed_mb = None if cfg.micro_batch == "auto" else cfg.micro_batch
+    needs_plan = method == "auto" or fixed_ckpt is None or fixed_mb is None
+    budget = parse_size(cfg.vram) if cfg.vram else None
+    if budget is None and device.startswith("cuda"):
+        import torch
+
+        budget = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    info: dict[str, Any] = {"plan_source": "recipe"}
+    if needs_plan and budget is not None:
+        quant = {"auto": ("none", "4bit"), "qlora": ("4bit",)}.get(method, ("none",))
+        plan = plan_memory(
+            model_path, budget, cfg.max_seq_len, batch_size=cfg.batch_size, lora_r=cfg.lora.r,
+            lora_dropout=cfg.lora.dropout > 0, target_modules=cfg.lora.target_modules,
+            train_parts=tuple(sorted(train_parts)), quantization=quant, precision=precision,
+            lora=method != "full", checkpointing=(fixed_ckpt,) if fixed_ckpt is not None else (False, True),
+            micro_batch=fixed_mb,
+        )
+        if not plan.fits:
+            raise PlanError(
+                f"stage '{stage.name}': no setting fits {human(budget)} (smallest estimate "
+                f"{human(plan.estimate_bytes)} at max_seq_len {cfg.max_seq_len}); lower train.max_seq_len, "
+                "use method qlora, or a smaller student"
+            )
+        if method == "auto":
+            method = plan.method
+        fixed_ckpt = plan.gradient_checkpointing if fixed_ckpt is None else fixed_ckpt
+        fixed_mb = plan.micro_batch if fixed_mb is None else fixed_mb
+        info = {"plan_source": f"planner for {human(budget)}", "estimate_bytes": plan.estimate_bytes}
+    elif needs_plan:
+        method = "qlora" if method == "auto" else method
+        fixed_ckpt = False if fixed_ckpt is None else fixed_ckpt
+        fixed_mb = min(CPU_MICRO_BATCH, cfg.batch_size) if fixed_mb is None else fixed_mb
+        info = {"plan_source": "defaults (no memory budget on this device)"}
+    accum = cfg.grad_accum if cfg.grad_accum != "auto" else math.ceil(cfg.batch_size / fixed_mb)
+    settings = LoopSettings(
+        micro_batch=fixed_mb, grad_accum=accum, epochs=stage.epochs, max_steps=stage.max_steps,
+        learning_rate=stage.learning_rate or cfg.learning_rate, weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio, scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm,
+        save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints, seed=cfg.seed, batching=cfg.batching,
+        order=stage.order, precision=precision, device=device,
+    )
+    info.update(method=method, gradient_checkpointing=fixed_ckpt)
+    return settings, info
+
+
+def _present_parts(model_path: Path) -> set[str]:
+    from siqkit.train.memory import model_shape
+
+    return {p for p, n in model_shape(model_path).params.items() if n}
+
+
+def _stale(stage_dir: Path, why: str) -> None:
+    if stage_dir.exists():
+        aside = stage_dir.with_name(f"{stage_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        stage_dir.rename(aside)
+        log.warning("%s: %s; kept the old folder as %s and training the stage again", stage_dir.name, why, aside.name)
+
+
+def _read_history(stage_dir: Path) -> list[dict]:
+    path = stage_dir / "log.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: TrainConfig, rows: list,
+              model_path: Path, out_dir: Path, text_only: bool) -> dict:
+    """Train one stage from ``model_path``; return its record (``merged_dir`` is the next input)."""
+    from siqkit.train.checkpoint import latest_checkpoint, read_state
+    from siqkit.train.qlora import load_student, merge_stage, resolve_precision
+
+    stage_dir = out_dir / "stages" / f"{position:02d}-{stage.name}"
+    record: dict[str, Any] = {"position": position, "stage": stage.name, "data": stage.data,
+                              "frozen": list(stage.freeze), "input_model": str(model_path)}
+    examples, drops = build_examples(rows, stage, text_only=text_only, image_text=student.image_text, seed=cfg.seed)
+    train_parts = _present_parts(model_path) - set(stage.freeze)
+    if not train_parts:
+        missing = ", ".join(p for p in PARTS if p not in stage.freeze)
+        return {**record, "status": "skipped", "reason": f"the student has no {missing} to train",
+                "dropped": dict(drops), "merged_dir": str(model_path)}
+    if not examples:
+        return {**record, "status": "skipped", "reason": f"no examples for data '{stage.data}' ({dict(drops)})",
+                "dropped": dict(drops), "merged_dir": str(model_path)}
+
+    device = _device(cfg)
+    precision = resolve_precision(cfg.precision, device)
+    settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision)
+    fingerprint = _digest({
+        "stage": stage.model_dump(mode="json"), "method": info["method"],
+        # how often checkpoints are written does not change the result, so it may change on resume
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_every", "keep_checkpoints")},
+        "checkpointing": info["gradient_checkpointing"], "lora": cfg.lora.model_dump(mode="json"),
+        "max_seq_len": cfg.max_seq_len, "text_only": text_only, "image_text": student.image_text,
+        "input": model_identity(model_path), "examples": [e.key for e in examples],
+    })
+    done_file = stage_dir / "stage.json"
+    if done_file.is_file():
+        done = json.loads(done_file.read_text())
+        if done.get("fingerprint") == fingerprint and Path(done["merged_dir"]).is_dir():
+            log.info("stage %s: already trained with these settings, skipped", stage.name)
+            return {**done, "history": _read_history(stage_dir)}
+        _stale(stage_dir, "settings, data or input model changed since it was trained")
+    ckpt = latest_checkpoint(stage_dir / "checkpoints")
+    if ckpt is not None and read_state(ckpt).get("fingerprint") != fingerprint:
+        _stale(stage_dir, "its checkpoints were written with other settings, data or input model")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    loaded = load_student(model_path, method=info["method"], freeze=list(stage.freeze), lora=cfg.lora,
+                          precision=precision, device=device, gradient_checkpointing=info["gradient_checkpointing"],
+                          trust_remote_code=student.trust_remote_code, seed=cfg.seed)
+    encoder = Encoder(loaded.processor, vision=loaded.vision, max_seq_len=cfg.max_seq_len)
+    kept, encoded = [], []
+    for ex in examples:
+        enc = encoder.encode(ex)
+        if enc is None:
+            drops["prompt longer than max_seq_len"] += 1
+        elif enc.target == 0:
+            drops["no target tokens"] += 1
+        else:
+            kept.append(ex)
+            encoded.append(enc)
+    if not kept:
+        return {**record, "status": "skipped", "reason": f"no example fits train.max_seq_len ({dict(drops)})",
+                "dropped": dict(drops), "merged_dir": str(model_path)}
+    log.info("stage %s: %d examples, method %s, micro-batch %d x %d, checkpointing %s (%s)", stage.name, len(kept),
+             info["method"], settings.micro_batch, settings.grad_accum, info["gradient_checkpointing"],
+             info["plan_source"])
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % settings.save_every == 0 or step == total:
+            log.info("stage %s: step %d/%d, loss %.4f", stage.name, step, total, loss)
+
+    result = run_loop(loaded.model, encoder, kept, encoded, settings, stage_dir, fingerprint, progress)
+    adapter_dir, trained = None, None
+    if loaded.uses_lora:
+        adapter_dir = stage_dir / "adapter"
+        loaded.model.save_pretrained(str(adapter_dir))
+    else:
+        from safetensors.torch import save_file
+
+        trained = {n: t.to("cpu").contiguous() for n, t in loaded.trainable_state().items()}
+        save_file(trained, str(stage_dir / "trained.safetensors"))
+    del loaded, encoder
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    merged = merge_stage(model_path, stage_dir / "merged", adapter_dir=adapter_dir, trained=trained,
+                         trust_remote_code=student.trust_remote_code)
+    record.update(
+        status="done", reason=None, method=info["method"], plan_source=info["plan_source"],
+        quantization="4bit" if info["method"] == "qlora" else "none", precision=precision,
+        micro_batch=settings.micro_batch, grad_accum=settings.grad_accum,
+        gradient_checkpointing=info["gradient_checkpointing"], dropped=dict(drops),
+        adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged), fingerprint=fingerprint,
+        **{k: v for k, v in result.items() if k != "history"},
+    )
+    done_file.write_text(json.dumps(record, indent=1) + "\n")
+    return {**record, "history": result["history"]}
+
+
+def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_dir: str | Path,
+                     out_dir: str | Path, *, store: Any = None, eval_seeds: Iterable[Any] | None = None,
+                     stage_run: int | None = None) -> dict:
+    """Run every stage of ``train_cfg`` on the traces in ``data_dir``; see the module docstring.
+
+    ``eval_seeds`` are held-out seeds (see :func:`siqkit.evaluate.evaluate_student`); a seed
+    the training data uses is refused before anything trains. With ``store``, stages,
+    steps and evaluations are written to its tables (:mod:`siqkit.train.tables`).
+    """
+    from siqkit.evaluate.evaluate import as_seed, check_held_out
+    from siqkit.train.plots import plot_evals, plot_losses
+    from siqkit.train.qlora import is_vision_checkpoint
+
+    out_dir = Path(out_dir)
+    base = Path(student_cfg.path)
+    if not (base / "config.json").is_file():
+        raise SiqkitError(f"student.path: no checkpoint at {base} (models are never downloaded; give a local folder)")
+    rows = load_traces(data_dir)
+    train_ids = {r.seed_id for r in rows}
+    seeds = [as_seed(s) for s in eval_seeds] if eval_seeds is not None else []
+    check_held_out(seeds, train_ids)
+    vision = is_vision_checkpoint(base, student_cfg.trust_remote_code)
+    text_only = (not vision) if student_cfg.text_only is None else student_cfg.text_only
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    evals: list[dict] = []
+
+    def evaluate(model_path: Path, label: str) -> None:
+        if seeds:
+            evals.append(_evaluate(model_path, label, len(evals), seeds, train_ids, train_cfg, student_cfg,
+                                   text_only, out_dir))
+
+    evaluate(base, "before")
+    current, stages = base, []
+    for position, stage in enumerate(train_cfg.stages, 1):
+        record = run_stage(position, stage, student_cfg, train_cfg, rows, current, out_dir, text_only)
+        stages.append(record)
+        if record["status"] == "done":
+            current = Path(record["merged_dir"])
+            evaluate(current, f"after-{stage.name}")
+    plots = {"loss": str(plot_losses([(s["stage"], s.get("history") or []) for s in stages],
+                                     out_dir / "plots" / "loss.png"))}
+    if evals:
+        plots["eval"] = str(plot_evals(evals, out_dir / "plots" / "eval.png"))
+    summary = {"student": str(base), "text_only": text_only, "vision": vision, "data_dir": str(data_dir),
+               "train_seeds": len(train_ids), "stages": stages, "evals": evals, "final_model": str(current),
+               "plots": plots}
+    brief = {**summary, "stages": [{k: v for k, v in s.items() if k != "history"} for s in stages],
+             "evals": [{k: v for k, v in e.items() if k != "rows"} for e in evals]}
+    (out_dir / "summary.json").write_text(json.dumps(brief, indent=1) + "\n")
+    if store is not None:
+        from siqkit.train.tables import write_results
+
+        summary["store_rows"] = write_results(store, summary, stage_run)
+    return summary
+
+
+def _evaluate(model_path: Path, label: str, index: int, seeds: list, train_ids: set[str], cfg: TrainConfig,
+              student: StudentConfig, text_only: bool, out_dir: Path) -> dict:
+    """Evaluate once, reusing an earlier identical evaluation (same model, seeds and settings)."""
+    from siqkit.evaluate.evaluate import evaluate_student
+
+    eval_dir = out_dir / "eval" / f"{index:02d}-{label}"
+    fingerprint = _digest({"model": model_identity(model_path), "seeds": [s.seed_id for s in seeds],
+                           "max_new_tokens": cfg.eval_max_new_tokens, "text_only": text_only})
+    cached = eval_dir / "eval.json"
+    if cached.is_file():
+        found = json.loads(cached.read_text())
+        if found.get("fingerprint") == fingerprint:
+            return found
+    result = evaluate_student(model_path, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
+                              batch_size=cfg.eval_batch_size, text_only=text_only, image_text=student.image_text,
+                              device=_device(cfg), table_rows=cfg.eval_table_rows, out_dir=eval_dir, label=label)
+    result["fingerprint"] = fingerprint
+    cached.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    log.info("eval %s: accuracy %s, format %.2f, mean reasoning tokens %.1f", label, result["accuracy"],
+             result["format_ok"], result["mean_reasoning_tokens"])
+    return result

@@ -1,0 +1,59 @@
+"""Evaluation on held-out seeds: refusal of training seeds, the numbers, the side-by-side table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from siqkit.evaluate import EvalRefusedError, check_held_out, evaluate_student
+from siqkit.teachers.backends.transformers_hf import TransformersTeacher
+from siqkit.teachers.base import TeacherOutput
+from siqkit.train.data import training_seed_ids
+from tests.train.traces import eval_seeds, write_traces
+
+
+def test_refusal_lists_five_ids_and_the_count():
+    seeds = [{"seed_id": f"s{i}", "question": "q"} for i in range(9)]
+    with pytest.raises(EvalRefusedError) as info:
+        check_held_out(seeds, {f"s{i}" for i in range(2, 9)} | {"other"})
+    msg = str(info.value)
+    assert "7 evaluation seed(s) were used in training: s2, s3, s4, s5, s6, … (2 more)" in msg
+    check_held_out(seeds, {"other"})  # disjoint: fine
+
+
+def test_a_training_seed_is_refused(twin, tmp_path):
+    data = write_traces(tmp_path / "data", 6)
+    seeds = eval_seeds(2) + [{"seed_id": "seed-004", "question": "What color is the shape?", "gold": "green"}]
+    with pytest.raises(EvalRefusedError, match=r"1 evaluation seed\(s\) were used in training: seed-004;"):
+        evaluate_student(twin("qwen2"), seeds, training_seed_ids(data))
+
+
+def test_numbers_follow_the_outputs(twin, monkeypatch):
+    canned = {
+        "held-000": "<think>\nIt is a red circle.\n</think>\n\nred",  # correct, well formed
+        "held-001": "<think>\nFour straight sides\n</think>\n\nsquare",  # wrong, well formed
+        "held-002": "Answer: blue",  # correct, no reasoning
+        "held-003": "<think>\nI keep thinking",  # truncated
+    }
+
+    def fake_generate(self, batch):
+        return [TeacherOutput(key=i.key, text=canned[i.seed_id], finish_reason="stop") for i in batch]
+
+    monkeypatch.setattr(TransformersTeacher, "generate", fake_generate)
+    result = evaluate_student(twin("qwen2_vl"), eval_seeds(4), {"seed-000"})
+    assert result["accuracy"] == 0.5 and result["correct"] == 2 and result["judged"] == 4
+    assert result["format_ok"] == 0.5
+    assert result["parse_status"] == {"ok": 2, "no_reasoning": 1, "truncated": 1}
+    assert result["mean_reasoning_tokens"] == pytest.approx((5 + 3 + 3) / 3)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen3"])
+def test_real_generation_and_side_by_side_table(twin, tmp_path, arch):
+    result = evaluate_student(twin(arch), eval_seeds(3), set(), max_new_tokens=6, out_dir=tmp_path, label="before")
+    assert result["seeds"] == 3 and all(r["output"] is not None for r in result["rows"])
+    stored = json.loads((tmp_path / "eval.json").read_text())
+    assert stored["accuracy"] == result["accuracy"]
+    table = (tmp_path / "side_by_side.md").read_text()
+    assert table.count("\n| held-") == 3 and "I see a red circle." in table
+    assert len(list((tmp_path / "images").glob("*.png"))) == 3  # the images, even for a text-only student
