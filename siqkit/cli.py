@@ -135,6 +135,22 @@ def report(
     console.print(f"[green]report[/green]: {path}")
 
 
+@app.command("plan-memory")
+def plan_memory_cmd(
+    model: Path = typer.Option(..., "--model", help="A model folder (config.json is enough; a tiny twin works)."),
+    vram: str = typer.Option(..., "--vram", help="The GPU memory budget, e.g. 8GB or 24GiB."),
+    seq: int = typer.Option(2048, "--seq", help="Training sequence length in tokens."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Effective batch size (micro-batch x accumulation)."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+) -> None:
+    """Choose quantisation, micro-batch, accumulation and checkpointing to fit a GPU; print the estimate."""
+    from siqkit.train.memory import plan_memory_command
+
+    plan = plan_memory_command(model, vram, seq, batch_size=batch_size, lora_r=lora_r, console=out)
+    if not plan.fits:
+        raise typer.Exit(1)
+
+
 @app.command("export")
 def export_cmd(
     model_dir: Path = typer.Argument(..., help="A Hugging Face model folder: a merged student or any supported checkpoint."),

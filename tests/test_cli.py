@@ -42,3 +42,16 @@ def test_readme_first_screen_gives_the_two_commands_and_ci_runs_the_test_one():
     assert "pytest" in tests
     ci = (REPO / ".ci" / "run").read_text()
     assert tests in ci.splitlines(), ".ci/run must run the README's test command"
+
+
+def test_plan_memory_on_a_tiny_twin(cli, tmp_path):
+    from siqkit.models.tiny import make_tiny
+
+    model = make_tiny("qwen2_vl", tmp_path / "twin")
+    res = cli("plan-memory", "--model", str(model), "--vram", "8GB", "--seq", "512")
+    assert res.returncode == 0, res.stderr
+    assert "fits" in res.stdout and "micro-batch x accumulation" in res.stdout
+    res = cli("plan-memory", "--model", str(model), "--vram", "1MB", "--seq", "512")
+    assert res.returncode == 1 and "DOES NOT FIT" in res.stdout
+    res = cli("plan-memory", "--model", str(model), "--vram", "lots")
+    assert res.returncode == 1 and res.stderr.startswith("error: ")

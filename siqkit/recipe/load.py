@@ -258,6 +258,8 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
         src.path, src.root = fix(src.path), fix(src.root)
     for t in recipe.teachers:
         t.path, t.mmproj = fix(t.path), fix(t.mmproj)
+    if recipe.student is not None:
+        recipe.student.path = fix(recipe.student.path)
     if recipe.run.dir is not None:
         recipe.run.dir = recipe.run.dir.expanduser()
 
@@ -278,3 +280,6 @@ def _check_files(recipe: Recipe) -> None:
             p = getattr(t, key)
             if p is not None and not p.exists() and not recipe.is_tiny:
                 raise RecipeError(f"teachers[{i}].{key}: file not found: {p}")
+    st = recipe.student
+    if st is not None and st.path is not None and not recipe.is_tiny and not (st.path / "config.json").is_file():
+        raise RecipeError(f"student.path: no Hugging Face checkpoint (config.json) in {st.path}")

@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from siqkit.section import _Model
 from siqkit.seeds.sources import SOURCE_TYPES
+from siqkit.train.config import StudentConfig, TrainConfig
 
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "llama_cpp", "openai", "python")
@@ -21,10 +23,6 @@ DIGIT_OPERATIONS = ("add", "subtract", "multiply")
 INTERNAL_KEYS = ("is_tiny", "path")  # Recipe fields set by load_recipe, not by the YAML
 FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
                   "split": "split", "caption": "caption"}  # our field name -> column name
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 
 class RunConfig(_Model):
@@ -267,6 +265,8 @@ class Recipe(_Model):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     tiny: TinyConfig = Field(default_factory=TinyConfig)
+    student: StudentConfig | None = None  # the model to train; absent: no train/eval stages
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     # set by load_recipe, never by the YAML (INTERNAL_KEYS are refused there)
     is_tiny: bool = Field(default=False, exclude=True)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from siqkit.recipe import _Model
+from siqkit.section import _Model
 
 PARTS = ("vision", "projector", "language")
 DATA_KINDS = ("caption", "answer", "cot")
@@ -33,12 +33,19 @@ DIFFICULTIES = ("easy", "medium", "hard")
 class StudentConfig(_Model):
     """The student: a local Hugging Face checkpoint (a tiny twin works the same way)."""
 
-    path: Path  # local checkpoint folder; nothing is downloaded
+    path: Path | None = None  # local checkpoint folder (required, except under --tiny); nothing is downloaded
+    arch: str | None = None  # architecture (e.g. qwen3_vl): what --tiny builds a twin of
     # None: from the checkpoint (a causal LM is text-only). A text-only student sees each
     # image as the caption/OCR text its seed carries, written with `image_text`.
     text_only: bool | None = None
     image_text: str = "[Image: {caption}]"  # {caption} is the seed's caption (or OCR) text
     trust_remote_code: bool = False  # only when you trust the checkpoint's own code
+
+    @model_validator(mode="after")
+    def _needs_path(self, info: ValidationInfo) -> "StudentConfig":
+        if self.path is None and not (info.context or {}).get("tiny"):
+            raise ValueError("path: required: the student's local checkpoint folder")
+        return self
 
     @field_validator("image_text")
     @classmethod
