@@ -261,7 +261,9 @@ def _bytes(n: int | None) -> str:
 def main() -> None:
     """Console entry point: turn siqkit errors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SiqkitError as e:
         console.print(f"[red]error[/red]: {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
