@@ -19,17 +19,23 @@ from siqkit.errors import RecipeError
 from siqkit.progress import setup_logging
 from siqkit.recipe import Recipe
 from siqkit.annotate.stage import run_annotate
+from siqkit.export.stage import run_export
 from siqkit.generate.stage import run_generate
 from siqkit.seeds.stage import run_seeds
+from siqkit.train.stage import run_train
 from siqkit.seeds.sources import build_source
 from siqkit.store import RunLock, Store
 
 log = logging.getLogger("siqkit")
 
 StageFn = Callable[[Store, Recipe, bool], dict]
-STAGE_RUNNERS: dict[str, StageFn] = {"seeds": run_seeds, "generate": run_generate, "annotate": run_annotate}
+STAGE_RUNNERS: dict[str, StageFn] = {
+    "seeds": run_seeds, "generate": run_generate, "annotate": run_annotate,
+    "train": run_train, "export": run_export,
+}
 STAGE_SECTIONS = {  # recipe sections each stage reads, saved with its run
     "seeds": ("seeds",), "generate": ("teachers", "generate"), "annotate": ("annotate", "teachers"),
+    "train": ("student", "train", "eval"), "export": ("export",),
 }
 
 
@@ -114,9 +120,16 @@ def plan(recipe: Recipe) -> dict:
         elif stage == "generate":
             status = "will run"
             detail = f"{len(recipe.teachers)} teachers, routing: {recipe.generate.routing}"
-        else:
+        elif stage == "annotate":
             status = "will run"
             detail = f"judge: {recipe.annotate.judge}" if recipe.annotate.judge else "gold answers, rules"
+        elif stage in ("train", "export") and recipe.student is None and recipe.export.model is None:
+            status, detail = "nothing to do", "no student in the recipe"
+        elif stage == "train":
+            status = "will run"
+            detail = " -> ".join(s.name for s in recipe.train.stages) + f" on datasets/{recipe.train.dataset}"
+        else:
+            status, detail = "will run", f"{recipe.export.quant}" + (", verified" if recipe.export.verify else "")
         stages.append({"stage": stage, "status": status, "detail": detail})
     sources = []
     for cfg in recipe.seeds.sources:
@@ -127,6 +140,9 @@ def plan(recipe: Recipe) -> dict:
     models = [{"role": "teacher", "name": t.name, "backend": t.backend,
                "model": str(t.path or t.callable or t.model or ""), "samples": t.samples}
               for t in recipe.teachers]
+    if recipe.student is not None:
+        models.append({"role": "student", "name": recipe.student.arch or "student", "backend": "transformers",
+                       "model": str(recipe.student.path or "(tiny twin)"), "samples": "-"})
     return {"recipe": str(recipe.path), "run_dir": str(recipe.run_dir), "seed": recipe.seed,
             "stages": stages, "sources": sources, "models": models,
             "max_total": recipe.seeds.max_total}

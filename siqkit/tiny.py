@@ -12,8 +12,12 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
   teacher on a twin of its ``arch`` (required for ``--tiny``);
 - ``python`` teachers run as they are.
 
+The student becomes a twin of its checkpoint's class (or of ``student.arch``), and every
+training stage stops after ``tiny.max_train_steps`` steps.
+
 Data: every source is capped at ``tiny.max_seeds`` per split (a ``digits`` source generates
-only that many images), and every teacher's ``max_new_tokens`` at ``tiny.max_new_tokens``.
+only that many images), evaluation at ``tiny.max_seeds`` seeds, and every teacher's and the
+evaluation's ``max_new_tokens`` at ``tiny.max_new_tokens``.
 Checkpoint paths given as ``${VAR}`` may stay unset under ``--tiny``. Twins are built into
 ``RUN_DIR/tiny/`` and reused; the run folder defaults to ``runs/<name>-tiny`` so a smoke test
 never mixes with a real run.
@@ -43,6 +47,19 @@ def prepare_tiny(recipe: Recipe) -> None:
         src.max = min(src.max or cfg.max_seeds, cfg.max_seeds)
         if src.type == "digits":
             src.num_images = {split: min(n, cfg.max_seeds) for split, n in src.num_images.items()}
+    recipe.eval.max_seeds = min(recipe.eval.max_seeds, cfg.max_seeds)
+    recipe.train.eval_max_new_tokens = min(recipe.train.eval_max_new_tokens, cfg.max_new_tokens)
+    for stage in recipe.train.stages:
+        stage.max_steps = min(stage.max_steps or cfg.max_train_steps, cfg.max_train_steps)
+    st = recipe.student
+    if st is not None:
+        has = st.path is not None and (st.path / "config.json").is_file()
+        if st.arch is None and not has:
+            raise RecipeError(f"student.arch: --tiny needs the student's architecture "
+                              f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available")
+        if st.arch is not None and st.arch not in SUPPORTED_TINY:
+            raise RecipeError(f"student.arch: unknown architecture '{st.arch}'; "
+                              f"expected one of {', '.join(SUPPORTED_TINY)}")
     for i, t in enumerate(recipe.teachers):
         t.sampling.max_new_tokens = min(t.sampling.max_new_tokens, cfg.max_new_tokens)
         if t.backend == "python":
@@ -86,6 +103,14 @@ def build_twins(recipe: Recipe) -> None:
             if t.backend == "openai":  # no class behind a URL: a local twin of its arch
                 t.backend, t.endpoints, t.api_key_env = "transformers", [], None
         log.info("tiny: teacher %s runs on a twin in %s", t.name, t.path)
+    st = recipe.student
+    if st is not None:
+        out = root / "student"
+        if not (out / "config.json").exists():
+            has = st.path is not None and (st.path / "config.json").is_file()
+            tiny_from(st.path, out) if has else make_tiny(st.arch, out)
+        st.path = out
+        log.info("tiny: the student is a twin in %s", out)
 
 
 def _has_checkpoint(t) -> bool:

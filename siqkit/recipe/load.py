@@ -260,6 +260,7 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
         t.path, t.mmproj = fix(t.path), fix(t.mmproj)
     if recipe.student is not None:
         recipe.student.path = fix(recipe.student.path)
+    recipe.export.model = fix(recipe.export.model)
     if recipe.run.dir is not None:
         recipe.run.dir = recipe.run.dir.expanduser()
 

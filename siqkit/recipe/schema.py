@@ -248,11 +248,29 @@ class AnnotateConfig(_Model):
     judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
 
 
+class EvalConfig(_Model):
+    """Held-out evaluation of the student (before training and after every stage)."""
+
+    splits: list[str] = Field(default_factory=lambda: ["test"])  # seeds of these splits, never trained on
+    max_seeds: int = 200  # a deterministic sample of them
+
+
+class ExportConfig(_Model):
+    """The export stage: the trained student to GGUF (the same code as `siqkit export`)."""
+
+    quant: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k"] = "q4_k_m"
+    mmproj: bool = True  # also write the vision tower (f16) when the architecture has one
+    verify: bool = True  # compare with the Hugging Face model in llama-cpp-python; f16 must match
+    name: str | None = None  # file name stem; default: run.name
+    model: Path | None = None  # export this model folder instead of the train stage's final model
+
+
 class TinyConfig(_Model):
     """What ``--tiny`` caps (see siqkit/tiny.py)."""
 
     max_seeds: int = 40  # per source and split
-    max_new_tokens: int = 48  # per teacher sample
+    max_new_tokens: int = 48  # per teacher sample and per evaluation answer
+    max_train_steps: int = 4  # per training stage
 
 
 class Recipe(_Model):
@@ -267,6 +285,8 @@ class Recipe(_Model):
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     student: StudentConfig | None = None  # the model to train; absent: no train/eval stages
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     # set by load_recipe, never by the YAML (INTERNAL_KEYS are refused there)
     is_tiny: bool = Field(default=False, exclude=True)

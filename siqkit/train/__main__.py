@@ -1,7 +1,7 @@
 """``python -m siqkit.train CONFIG DATA_DIR OUT_DIR [--eval-seeds FILE]``: run a curriculum.
 
 CONFIG is a YAML or JSON file with the recipe's ``student`` and ``train`` sections;
-DATA_DIR the curated traces folder (``train.jsonl`` or ``data.jsonl``); OUT_DIR where stages, checkpoints,
+DATA_DIR the curated traces folder (``data.jsonl``); OUT_DIR where stages, checkpoints,
 merged models and plots go. Rerunning the same command resumes from the last checkpoint.
 ``--eval-seeds`` is a JSONL file of held-out seeds (``seed_id``, ``question``, ``images``
 relative to the file, ``gold``, optional ``teacher_trace`` and ``caption``).

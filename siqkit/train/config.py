@@ -128,6 +128,7 @@ def default_stages() -> list[StageConfig]:
 class TrainConfig(_Model):
     """How the student trains: stages, batch, optimizer, checkpoints, evaluation."""
 
+    dataset: str = "curated"  # the curate stage's export to train on: RUN_DIR/datasets/<dataset>/
     stages: list[StageConfig] = Field(default_factory=default_stages)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
     device: str | None = None  # default: cuda when available, else cpu

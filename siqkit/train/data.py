@@ -1,6 +1,6 @@
 """Training data: the curated traces folder, per-stage examples, tokens and batches.
 
-The curate stage exports a folder with ``train.jsonl`` or ``data.jsonl`` (one trace per
+The curate stage exports a folder with ``data.jsonl`` (one trace per
 line; image paths relative to the folder; an optional ``caption`` or ``ocr`` field holds
 the seed's text for its images). :func:`load_traces` reads it, :func:`build_examples` turns the
 rows into one stage's examples (caption, short-answer or chain-of-thought targets; for a
@@ -31,7 +31,7 @@ from typing import Any
 from siqkit.errors import SiqkitError
 from siqkit.teachers.parse import format_target
 
-TRACES_FILES = ("train.jsonl", "data.jsonl")
+TRACES_FILES = ("data.jsonl",)  # what the curate stage exports
 CAPTION_PROMPT = "Describe the image."
 DIFFICULTY_RANK = {"easy": 0, "medium": 1, "hard": 2}
 IGNORE = -100
@@ -70,7 +70,7 @@ class Example:
 
 
 def traces_file(data_dir: str | Path) -> Path:
-    """The JSONL file of a traces folder (``train.jsonl`` or ``data.jsonl``), or the file itself."""
+    """The JSONL file of a traces folder (``data.jsonl``), or the file itself."""
     path = Path(data_dir)
     if path.is_file():
         return path

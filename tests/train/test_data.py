@@ -25,13 +25,13 @@ def test_load_traces_errors_name_file_and_line(tmp_path):
     with pytest.raises(TrainDataError, match="training data not found"):
         load_traces(tmp_path)
     folder = write_traces(tmp_path / "d", 3)
-    lines = (folder / "train.jsonl").read_text().splitlines()
-    (folder / "train.jsonl").write_text("\n".join([lines[0], "{oops", lines[2]]) + "\n")
-    with pytest.raises(TrainDataError, match=r"train.jsonl:2: invalid JSON"):
+    lines = (folder / "data.jsonl").read_text().splitlines()
+    (folder / "data.jsonl").write_text("\n".join([lines[0], "{oops", lines[2]]) + "\n")
+    with pytest.raises(TrainDataError, match=r"data.jsonl:2: invalid JSON"):
         load_traces(folder)
     row = json.loads(lines[0])
     row["images"] = ["images/missing.png"]
-    (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (folder / "data.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(TrainDataError, match=r":1: images: file not found"):
         load_traces(folder)
 

@@ -35,7 +35,7 @@ def seeds(n: int, prefix: str = "seed") -> list[dict]:
 
 
 def write_traces(folder: Path, n: int = 12, prefix: str = "seed") -> Path:
-    """A traces folder: ``train.jsonl`` and ``images/`` with ``n`` rows."""
+    """A traces folder: ``data.jsonl`` and ``images/`` with ``n`` rows."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)
     lines = []
@@ -54,7 +54,7 @@ def write_traces(folder: Path, n: int = 12, prefix: str = "seed") -> Path:
             ],
             "answer": s["gold"], "gold": s["gold"], "caption": s["caption"],
         })
-    (folder / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (folder / "data.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return folder
 
 

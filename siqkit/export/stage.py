@@ -1,0 +1,56 @@
+"""The ``export`` stage of a recipe run: the trained student to GGUF, verified.
+
+It takes the train stage's final merged model (``RUN_DIR/train/summary.json``), or
+``export.model`` when given, and calls the same code as ``siqkit export``
+(:func:`siqkit.export.api.export_model`): native GGUF, quantization, an mmproj for
+vision-language students that have one, verification against the Hugging Face model
+(an f16 mismatch fails the stage), a Modelfile and a model card with the run's lineage.
+Files land in ``RUN_DIR/export/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from siqkit.errors import SiqkitError
+from siqkit.recipe import Recipe
+from siqkit.store import Store
+
+log = logging.getLogger("siqkit.export")
+
+
+def final_model(recipe: Recipe) -> Path:
+    """The model the export stage exports: ``export.model``, else the train stage's final model."""
+    if recipe.export.model is not None:
+        return recipe.export.model
+    summary = recipe.run_dir / "train" / "summary.json"
+    if not summary.is_file():
+        raise SiqkitError(f"export: no trained model ({summary} is missing); run the train stage first, "
+                          "or set export.model to a model folder")
+    return Path(json.loads(summary.read_text())["final_model"])
+
+
+def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
+    from siqkit.export.api import export_model
+    from siqkit.export.mmproj import MMPROJ_ARCHS
+
+    if recipe.student is None and recipe.export.model is None:
+        log.info("export: the recipe names no student and no export.model; nothing to do")
+        return {"exported": False}
+    model = final_model(recipe)
+    cfg = recipe.export
+    model_type = json.loads((model / "config.json").read_text()).get("model_type")
+    name = cfg.name or recipe.run.name
+    out_dir = recipe.run_dir / "export"
+    mmproj = out_dir / f"{name}.mmproj-f16.gguf" if cfg.mmproj and model_type in MMPROJ_ARCHS else None
+    lineage = {"recipe": str(recipe.path), "run": str(recipe.run_dir), "model": str(model),
+               "dataset": recipe.train.dataset, "stage_runs": store.last_stage_runs().get("train", {}).get("counts")}
+    result = export_model(model, out_dir / f"{name}.{cfg.quant}.gguf", cfg.quant, mmproj,
+                          verify=cfg.verify, name=name, lineage=lineage)
+    if cfg.verify and not result.get("passed", False):
+        raise SiqkitError(f"export: {cfg.quant} failed its agreement check against the Hugging Face model; "
+                          f"see {out_dir / (name + '.' + cfg.quant + '.gguf.export.json')}")
+    return {"model": str(model), "files": result.get("files"), "passed": result.get("passed"),
+            "seconds": result.get("seconds")}

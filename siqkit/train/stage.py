@@ -1,0 +1,58 @@
+"""The ``train`` stage of a recipe run: the curated dataset in, a trained student out.
+
+It reads the curate stage's export (``RUN_DIR/datasets/<train.dataset>/``), picks the
+held-out evaluation seeds from the store (selected seeds of the ``eval.splits`` splits, a
+deterministic sample of ``eval.max_seeds``), and runs the curriculum
+(:func:`siqkit.train.curriculum.train_curriculum`) in ``RUN_DIR/train/``: each stage's
+adapter and merged model, checkpoints, plots, and an evaluation before training and after
+every stage, all written to the store (``train_stages``, ``train_steps``, ``eval_runs``,
+``eval_outputs``). A seed used in training is refused for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from siqkit.errors import SiqkitError
+from siqkit.recipe import Recipe
+from siqkit.store import Store
+
+log = logging.getLogger("siqkit.train")
+
+
+def eval_seeds(store: Store, recipe: Recipe) -> list[dict]:
+    """Held-out seeds for evaluation, each with its images, gold answer, caption and a teacher trace."""
+    ev = recipe.eval
+    rows = store.con.execute(
+        """SELECT s.id, s.question, s.images, s.answer, json_extract_string(s.metadata, '$.caption'),
+                  (SELECT g.raw FROM generations g WHERE g.seed_id = s.id AND g.finish_reason != 'error'
+                   ORDER BY g.teacher, g.sample_index LIMIT 1)
+           FROM seeds s WHERE s.selected AND list_contains(?, s.split)
+           ORDER BY md5(CAST(? AS VARCHAR) || ':' || s.id) LIMIT ?""",
+        [ev.splits, recipe.seed, ev.max_seeds]).fetchall()
+    return [{"seed_id": sid, "question": q, "images": [str(store.media.find(h)) for h in images],
+             "gold": gold, "caption": caption, "teacher_trace": trace}
+            for sid, q, images, gold, caption, trace in rows]
+
+
+def run_train(store: Store, recipe: Recipe, strict: bool = False) -> dict:
+    from siqkit.train.curriculum import train_curriculum
+
+    if recipe.student is None:
+        log.info("train: the recipe names no student; nothing to do")
+        return {"trained": False}
+    data_dir = recipe.run_dir / "datasets" / recipe.train.dataset
+    if not (data_dir / "data.jsonl").is_file():
+        raise SiqkitError(f"train: no dataset at {data_dir}; run the curate stage first "
+                          f"(siqkit run RECIPE --only curate), or set train.dataset")
+    seeds = eval_seeds(store, recipe)
+    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'train'").fetchone()[0]
+    summary = train_curriculum(recipe.student, recipe.train, data_dir, recipe.run_dir / "train",
+                               store=store, eval_seeds=seeds, stage_run=run_id)
+    evals = {e["label"]: {k: e.get(k) for k in ("accuracy", "format_ok", "mean_reasoning_tokens")}
+             for e in summary.get("evals", [])}
+    return {"dataset": str(data_dir), "eval_seeds": len(seeds), "final_model": summary.get("final_model"),
+            "stages": {s["stage"]: {k: s.get(k) for k in ("status", "steps", "final_loss", "tokens_per_s")}
+                       for s in summary.get("stages", [])},
+            "evals": json.loads(json.dumps(evals, default=str))}

@@ -1,0 +1,47 @@
+"""The train and export stages inside a recipe run, on a tiny student and a hand-made dataset."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import yaml
+
+from tests.train.traces import write_traces
+
+
+def test_train_then_export_in_a_run(cli, tmp_path):
+    recipe = {
+        "run": {"name": "te", "dir": "run"},
+        "seeds": {"sources": [{"name": "digits", "type": "digits", "num_images": {"train": 4, "test": 4}}]},
+        "student": {"arch": "qwen2_vl", "path": "${SIQ_TEST_STUDENT}"},
+        "train": {"save_every": 2},
+        "eval": {"max_seeds": 3},
+        "export": {"quant": "q8_0"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    res = cli("run", "r.yaml", "--tiny", "--only", "seeds", "--set", "tiny.max_train_steps=2")
+    assert res.returncode == 0, res.stderr
+    res = cli("run", "r.yaml", "--tiny", "--only", "train")
+    assert res.returncode == 1 and "run the curate stage first" in res.stderr
+    write_traces(tmp_path / "run" / "datasets" / "curated", n=8)
+    res = cli("run", "r.yaml", "--tiny", "--only", "train", "--set", "tiny.max_train_steps=2")
+    assert res.returncode == 0, res.stderr
+    res = cli("run", "r.yaml", "--tiny", "--only", "export")
+    assert res.returncode == 0, res.stderr
+    con = duckdb.connect(str(tmp_path / "run" / "store.duckdb"), read_only=True)
+    try:
+        stages = con.execute("SELECT stage, status, steps FROM train_stages ORDER BY position").fetchall()
+        assert [s[0] for s in stages] == ["align", "instruct", "reason"]
+        assert all(s[1] == "done" and 1 <= s[2] <= 2 for s in stages), stages  # tiny.max_train_steps caps
+        evals = con.execute("SELECT after_stage, seeds FROM eval_runs ORDER BY rowid").fetchall()
+        assert evals == [("before", 3), ("after-align", 3), ("after-instruct", 3), ("after-reason", 3)]
+        held = {r[0] for r in con.execute("SELECT DISTINCT seed_id FROM eval_outputs").fetchall()}
+        test_ids = {r[0] for r in con.execute("SELECT id FROM seeds WHERE split = 'test'").fetchall()}
+        assert held <= test_ids
+        export = json.loads(con.execute("SELECT counts FROM stage_runs WHERE stage = 'export'").fetchone()[0])
+    finally:
+        con.close()
+    assert export["passed"] is True
+    files = sorted(p.name for p in (tmp_path / "run" / "export").iterdir())
+    assert "te.q8_0.gguf" in files and "te.mmproj-f16.gguf" in files and "Modelfile" in files
