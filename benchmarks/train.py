@@ -45,7 +45,7 @@ def write_data(folder: Path, rows: int, seed: int = 0) -> Path:
                                    {"role": "assistant", "content": [{"type": "text",
                                                                       "text": f"<think>\n{reasoning}\n</think>\n\n{i % 7}"}]}],
                       "answer": str(i % 7)})
-    (folder / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (folder / "data.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return folder
 
 

@@ -135,6 +135,42 @@ def report(
     console.print(f"[green]report[/green]: {path}")
 
 
+@app.command("dedup")
+def dedup_cmd(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="A JSONL (.jsonl) or Parquet (.parquet) file."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Where to write the kept rows (.jsonl or .parquet)."),
+    column: str = typer.Option(..., "--column", help="The text column to compare rows by."),
+    threshold: float = typer.Option(0.8, "--threshold", help="Jaccard of word n-gram sets at or above which rows are duplicates."),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    ngram: int = typer.Option(5, "--ngram", help="Words per shingle."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only print the similarity histogram and what each threshold would remove."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts, histogram and threshold table as JSON."),
+) -> None:
+    """Remove exact and near-duplicate rows of a JSONL or Parquet file by one text column."""
+    from siqkit.curate.commands import dedup_command
+
+    counts = dedup_command(input_file, output, column, threshold, num_perm, ngram, dry_run,
+                           echo=(lambda _: None) if as_json else print)
+    if as_json:
+        print(json.dumps(counts, indent=2))
+
+
+@app.command("subset")
+def subset_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder whose curate stage has run."),
+    output: Path = typer.Option(..., "--out", help="Folder for the subset: data.jsonl, data.parquet, images/, README.md."),
+    difficulty: Optional[list[str]] = typer.Option(None, "--difficulty", help="easy, medium or hard (repeatable)."),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="Samples with any of these task labels (repeatable)."),
+    teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="Samples from these teachers (repeatable)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Samples of these seed splits (repeatable)."),
+    max_samples: Optional[int] = typer.Option(None, "--max", help="At most N samples, in selection order (rare labels first)."),
+) -> None:
+    """Export a filtered view of a run's curated samples in the training format."""
+    from siqkit.curate.commands import subset_command
+
+    subset_command(run_dir, output, difficulty, label, teacher, split, max_samples, echo=print)
+
+
 @app.command("plan-memory")
 def plan_memory_cmd(
     model: Path = typer.Option(..., "--model", help="A model folder (config.json is enough; a tiny twin works)."),
@@ -225,6 +261,15 @@ def print_summary(s: dict) -> None:
                       f"{info.get('errors', 0):,}", _acc(acc.get("train")), _acc(acc.get("test")),
                       "/".join(f"{diff.get(b, 0):,}" for b in ("easy", "medium", "hard")),
                       f"{(info.get('throughput') or {}).get('samples_per_s') or 0:,.1f}")
+        out.print(t)
+    cur = s.get("curation") or {}
+    if cur:
+        t = Table(title=f"curation: {cur['kept']:,} kept of {cur['considered']:,} traces")
+        for col in ("layer", "reason", "count"):
+            t.add_column(col, justify="right" if col == "count" else "left")
+        for layer, reasons in cur["by_reason"].items():
+            for reason, n in reasons.items():
+                t.add_row(layer, reason, f"{n:,}")
         out.print(t)
     for title, data in (("quarantined rows", s["quarantine"]["by_source"]), ("dropped", s["drops"]["by_stage"])):
         if not data:

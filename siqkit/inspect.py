@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siqkit.annotate.stage import teacher_summary
+from siqkit.curate.stage import curation_summary
 from siqkit.store import SCHEMA_VERSION, Store
 
 
@@ -45,6 +46,7 @@ def summarize(run_dir: str | Path) -> dict:
                            "by_stage": quarantine, "by_source": quarantine_by_source},
             "drops": {"total": sum(sum(v.values()) for v in drops.values()), "by_stage": drops},
             "teachers": teacher_summary(store),
+            "curation": curation_summary(store),
         }
     finally:
         store.close()

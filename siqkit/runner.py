@@ -19,6 +19,7 @@ from siqkit.errors import RecipeError
 from siqkit.progress import setup_logging
 from siqkit.recipe import Recipe
 from siqkit.annotate.stage import run_annotate
+from siqkit.curate.stage import run_curate
 from siqkit.export.stage import run_export
 from siqkit.generate.stage import run_generate
 from siqkit.seeds.stage import run_seeds
@@ -30,12 +31,12 @@ log = logging.getLogger("siqkit")
 
 StageFn = Callable[[Store, Recipe, bool], dict]
 STAGE_RUNNERS: dict[str, StageFn] = {
-    "seeds": run_seeds, "generate": run_generate, "annotate": run_annotate,
+    "seeds": run_seeds, "generate": run_generate, "annotate": run_annotate, "curate": run_curate,
     "train": run_train, "export": run_export,
 }
 STAGE_SECTIONS = {  # recipe sections each stage reads, saved with its run
     "seeds": ("seeds",), "generate": ("teachers", "generate"), "annotate": ("annotate", "teachers"),
-    "train": ("student", "train", "eval"), "export": ("export",),
+    "curate": ("curate",), "train": ("student", "train", "eval"), "export": ("export",),
 }
 
 
@@ -123,6 +124,14 @@ def plan(recipe: Recipe) -> dict:
         elif stage == "annotate":
             status = "will run"
             detail = f"judge: {recipe.annotate.judge}" if recipe.annotate.judge else "gold answers, rules"
+        elif stage == "curate":
+            c = recipe.curate
+            mix = c.selection.difficulty.mix
+            status = "will run"
+            detail = (f"splits {', '.join(c.splits)}; "
+                      + (f"dedup at Jaccard {c.dedup.threshold:g}" if c.dedup.enabled else "no dedup")
+                      + "; mix " + ("/".join(f"{mix.get(b, 0):g}" for b in ("easy", "medium", "hard")) if mix else "none")
+                      + f"; {len(c.subsets)} subsets")
         elif stage in ("train", "export") and recipe.student is None and recipe.export.model is None:
             status, detail = "nothing to do", "no student in the recipe"
         elif stage == "train":

@@ -83,6 +83,18 @@ CREATE TABLE IF NOT EXISTS annotations (
 -- items a stage removed on purpose, with why
 CREATE TABLE IF NOT EXISTS drops (
     stage VARCHAR NOT NULL, item VARCHAR, source VARCHAR, reason VARCHAR NOT NULL, detail VARCHAR);
+-- the curate stage's decision on every trace it considered: kept, or dropped by which layer
+-- (rules | dedup | selection) and why; duplicate clusters are named by their kept member
+CREATE TABLE IF NOT EXISTS curation (
+    key VARCHAR PRIMARY KEY, seed_id VARCHAR NOT NULL, teacher VARCHAR NOT NULL, split VARCHAR,
+    kept BOOLEAN NOT NULL, layer VARCHAR, reason VARCHAR, detail VARCHAR,
+    question_cluster VARCHAR, reasoning_cluster VARCHAR, difficulty_bucket VARCHAR, labels VARCHAR[],
+    rank INTEGER, settings VARCHAR);
+-- membership of the curated set ('curated') and of each named subset, with its export folder
+CREATE TABLE IF NOT EXISTS curation_subsets (
+    subset VARCHAR NOT NULL, key VARCHAR NOT NULL, path VARCHAR, PRIMARY KEY (subset, key));
+-- perceptual fingerprint of stored images (64-bit DCT hash, 8x8 RGB thumbnail; NULL: unreadable)
+CREATE TABLE IF NOT EXISTS media_phash (hash VARCHAR PRIMARY KEY, phash UBIGINT, thumb BLOB);
 """
 
 

@@ -51,7 +51,7 @@ def test_valid_recipe_defaults(tmp_path):
         (["teachers[1].backend=vlm"],
          "teachers[1].backend: unknown backend 'vlm'; expected one of transformers, llama_cpp, openai, python"),
         (["seeds.sources[0].nmae=x"], "seeds.sources[0].nmae: unknown key 'nmae'; did you mean 'name'?"),
-        (["bogus=1"], "bogus: unknown key 'bogus'; expected one of run, seed, seeds, teachers, generate, annotate, tiny"),
+        (["bogus=1"], "bogus: unknown key 'bogus'; expected one of run, seed, seeds, teachers, generate, annotate, curate, tiny, student, train, eval, export"),
         (["seeds.sources[0].max=abc"], "seeds.sources[0].max: expected an integer, got str 'abc'"),
         (["seeds.sources[0].max=0"], "seeds.sources[0].max: must be at least 1 (got 0); remove it for no cap"),
         (["seeds.sources[0].weight=-1"], "seeds.sources[0].weight: must be greater than 0 (got -1.0)"),

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from siqkit.curate.config import CurateConfig
 from siqkit.section import _Model
 from siqkit.seeds.sources import SOURCE_TYPES
 from siqkit.train.config import StudentConfig, TrainConfig
@@ -282,6 +283,7 @@ class Recipe(_Model):
     teachers: list[TeacherConfig] = Field(default_factory=list)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     tiny: TinyConfig = Field(default_factory=TinyConfig)
     student: StudentConfig | None = None  # the model to train; absent: no train/eval stages
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -311,6 +313,10 @@ class Recipe(_Model):
         teachers = [t.name for t in self.teachers]
         if self.annotate.judge is not None and self.annotate.judge not in teachers:
             raise ValueError(f"annotate.judge: no teacher named '{self.annotate.judge}'")
+        for i, sub in enumerate(self.curate.subsets):
+            for j, name in enumerate(sub.teachers or []):
+                if name not in teachers:
+                    raise ValueError(f"curate.subsets[{i}].teachers[{j}]: no teacher named '{name}'")
         return self
 
     @property

@@ -1,0 +1,208 @@
+"""The recipe's ``curate`` section: rules, dedup, selection, subsets and export, with defaults.
+
+Every key has a default, so ``curate: {}`` (or no section at all) curates the ``train``
+traces with the rules below, removes duplicates, keeps every survivor (no difficulty mix, no
+label cap) and exports ``RUN_DIR/datasets/curated/``. Example::
+
+    curate:
+      rules: {max_reasoning_tokens: 2048, refusal_patterns: ["as an ai"]}
+      dedup: {threshold: 0.8}
+      selection:
+        difficulty: {mix: {easy: 30, medium: 40, hard: 30}}
+        labels: {max_per_label: 500}
+      subsets:
+        - {name: hard-counting, difficulty: [hard], labels: [counting], max: 1000}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from siqkit.section import _Model
+
+BUCKETS = ("easy", "medium", "hard")
+REFUSALS = (
+    r"\bI(?: am|'m) (?:sorry|afraid),? (?:but )?I (?:can(?:not|'t)|am unable|won't)",
+    r"\bI (?:cannot|can't|am unable to|won't) (?:help|assist|answer|comply|provide|see|view)",
+    r"\bas an AI(?: language)? model\b",
+    r"\bI (?:do not|don't) have (?:the ability|access) to (?:see|view)",
+)
+
+
+class RulesConfig(_Model):
+    """Rule-based filters; each drop is stored with its reason. A limit set to null is off."""
+
+    require_answer: bool = True  # format: drop outputs with no answer, empty outputs, teacher errors
+    drop_truncated: bool = True  # drop outputs that hit the token limit
+    require_reasoning: bool = True  # drop an answer that comes without reasoning
+    drop_incorrect: bool = True  # drop traces whose answer disagrees with the gold answer
+    require_gold: bool = False  # also drop traces that could not be checked (seed without gold)
+    min_reasoning_tokens: int | None = 3  # whitespace tokens, as the annotate stage counts them
+    max_reasoning_tokens: int | None = 4096
+    max_answer_tokens: int | None = 256
+    repetition_ngram: int = 4  # word n-grams for the repetition rule
+    max_repeated_ngram_fraction: float | None = 0.5  # share of n-grams that repeat an earlier one
+    max_line_repeats: int | None = 4  # loops: the same non-trivial line more often than this
+    refusal_patterns: list[str] = Field(default_factory=lambda: list(REFUSALS))  # case-insensitive regexes
+    scripts: list[str] | None = Field(default_factory=lambda: ["Latin", "Greek"])  # Unicode scripts of letters
+    min_script_fraction: float = 0.9  # share of letters in reasoning + answer that must be in `scripts`
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"[{i}]: invalid regular expression: {e}") from None
+        return v
+
+    @field_validator("scripts")
+    @classmethod
+    def _scripts(cls, v: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(v or []):
+            if not re.fullmatch(r"[A-Z][A-Za-z_]+", name):
+                raise ValueError(f"[{i}]: expected a Unicode script name such as Latin, Greek, Cyrillic, Han")
+        return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "RulesConfig":
+        for key in ("min_reasoning_tokens", "max_reasoning_tokens", "max_answer_tokens", "max_line_repeats"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ValueError(f"{key}: must be 0 or more (got {value})")
+        if (self.min_reasoning_tokens or 0) > (self.max_reasoning_tokens or float("inf")):
+            raise ValueError("min_reasoning_tokens: must not exceed max_reasoning_tokens")
+        f = self.max_repeated_ngram_fraction
+        if f is not None and not 0 < f <= 1:
+            raise ValueError(f"max_repeated_ngram_fraction: must be in (0, 1] (got {f})")
+        if not 0 <= self.min_script_fraction <= 1:
+            raise ValueError(f"min_script_fraction: must be in [0, 1] (got {self.min_script_fraction})")
+        if self.repetition_ngram < 1:
+            raise ValueError(f"repetition_ngram: must be at least 1 (got {self.repetition_ngram})")
+        return self
+
+
+class DedupConfig(_Model):
+    """Exact and near-duplicate removal (MinHash + LSH, candidates checked exactly)."""
+
+    enabled: bool = True
+    question: bool = True  # one problem per near-duplicate question on near-identical images
+    reasoning: bool = True  # one trace per near-duplicate reasoning for the same problem
+    threshold: float = 0.8  # Jaccard of word n-gram sets at or above which texts are duplicates
+    num_perm: int = 128
+    ngram: int = 5
+    image_distance: int | None = 4  # near-identical images: perceptual hashes this many bits apart; null: same bytes only
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DedupConfig":
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold: must be in (0, 1] (got {self.threshold})")
+        if self.num_perm < 2:
+            raise ValueError(f"num_perm: must be at least 2 (got {self.num_perm})")
+        if not 1 <= self.ngram <= 64:
+            raise ValueError(f"ngram: must be between 1 and 64 (got {self.ngram})")
+        if self.image_distance is not None and not 0 <= self.image_distance <= 16:
+            raise ValueError(f"image_distance: must be between 0 and 16 (got {self.image_distance})")
+        return self
+
+
+class DifficultyConfig(_Model):
+    """Difficulty-aware selection: a target mix over easy/medium/hard."""
+
+    mix: dict[Literal["easy", "medium", "hard"], float] | None = None  # e.g. {easy: 30, medium: 40, hard: 30}
+    total: int | None = None  # samples to select under the mix; null: as many as the supply allows
+    on_shortfall: Literal["shrink", "fill"] = "shrink"  # keep the mix with fewer samples, or fill `total`
+    unknown: Literal["keep", "drop"] = "keep"  # traces without a difficulty: outside the mix, or dropped
+    tolerance: float = 0.02  # reported as met when every bucket is within this share of its target
+
+    @model_validator(mode="after")
+    def _check(self) -> "DifficultyConfig":
+        if self.mix is not None:
+            if any(v < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0:
+                raise ValueError("mix: shares must be 0 or more, and not all 0")
+        if self.total is not None and self.total < 1:
+            raise ValueError(f"total: must be at least 1 (got {self.total})")
+        return self
+
+    def targets(self) -> dict[str, float] | None:
+        """The mix as shares that sum to 1, over all three buckets."""
+        if self.mix is None:
+            return None
+        s = sum(self.mix.values())
+        return {b: self.mix.get(b, 0.0) / s for b in BUCKETS}  # type: ignore[call-overload]
+
+
+class LabelsConfig(_Model):
+    """Label-diversity sampling: caps per label, rare labels first."""
+
+    max_per_label: int | None = None  # no label in more than this many selected samples
+    ignore: list[str] = Field(default_factory=lambda: ["visual-perception", "text-only", "general-qa"])  # never capped or counted
+    favour_rare: bool = True  # sample so that rare labels are covered first
+    judge_tags: bool = False  # also use the judge's tags as labels
+
+    @field_validator("max_per_label")
+    @classmethod
+    def _cap(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1 (got {v}); remove it for no cap")
+        return v
+
+
+class SelectionConfig(_Model):
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+
+
+class SubsetConfig(_Model):
+    """A named view of the curated samples, exported beside the main set; conditions AND."""
+
+    name: str
+    difficulty: list[Literal["easy", "medium", "hard"]] | None = None
+    labels: list[str] | None = None  # any of these labels
+    teachers: list[str] | None = None
+    splits: list[str] | None = None
+    max: int | None = None  # at most this many, in selection order (rare labels first)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"'{v}': use letters, digits, '.', '_' and '-' (it names a folder)")
+        return v
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+
+class ExportConfig(_Model):
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    link_images: bool = True  # hard-link images into DIR/images/ (copied where linking fails)
+
+
+class CurateConfig(_Model):
+    """The curate stage: rules, dedup, difficulty-aware and label-diverse selection, subsets."""
+
+    splits: list[str] = Field(default_factory=lambda: ["train"])  # traces of these seed splits
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    subsets: list[SubsetConfig] = Field(default_factory=list)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @field_validator("subsets")
+    @classmethod
+    def _unique(cls, v: list[SubsetConfig]) -> list[SubsetConfig]:
+        seen = {"curated"}
+        for i, s in enumerate(v):
+            if s.name in seen:
+                raise ValueError(f"[{i}].name: '{s.name}' is already used (the main set is 'curated')")
+            seen.add(s.name)
+        return v
