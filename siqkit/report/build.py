@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 from siqkit import __version__
@@ -63,8 +64,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, examples: i
     store = Store.open(run_dir, read_only=True)
     try:
         sections = [_stages(store), _seeds(store)]
-        if store.con.execute("SELECT count(*) FROM generations").fetchone()[0]:
-            sections += [_teachers(store), _annotations(store), _examples(store, examples)]
+        traces = store.con.execute("SELECT count(*) FROM generations").fetchone()[0]
+        if traces:
+            sections += [_teachers(store), _annotations(store), _curation(store)]
+        sections += [_training(store), _export(run_dir)]
+        if traces:
+            sections.append(_examples(store, examples))
     finally:
         store.close()
     out = Path(out) if out else run_dir / "report.html"
@@ -162,6 +167,75 @@ def _annotations(store: Store) -> str:
             _img(plots.top_counts(labels, "most frequent task labels"), "task labels"),
             _img(plots.histogram(lengths, "reasoning length", "whitespace tokens"), "reasoning length")]
     return "<section id=annotations><h2>Annotation</h2><div class=plots>" + "".join(imgs) + "</div></section>"
+
+
+def _curation(store: Store) -> str:
+    """Drops by layer and reason; difficulty and label distributions before and after selection."""
+    if not store.con.execute("SELECT count(*) FROM curation").fetchone()[0]:
+        return ""
+    reasons = store.con.execute("SELECT layer, reason, count(*) FROM curation WHERE NOT kept "
+                                "GROUP BY ALL ORDER BY 1, 3 DESC").fetchall()
+    diff: dict[str, dict[str, int]] = {"before": {}, "after": {}}
+    for kept, b, n in store.con.execute("SELECT kept, coalesce(difficulty_bucket, 'unknown'), count(*) "
+                                        "FROM curation GROUP BY ALL").fetchall():
+        diff["before"][b] = diff["before"].get(b, 0) + n
+        if kept:
+            diff["after"][b] = n
+    labels: dict[str, dict[str, float]] = {}
+    for label, before, after in store.con.execute(
+            """SELECT label, count(*), count(*) FILTER (WHERE kept)
+               FROM (SELECT unnest(labels) AS label, kept FROM curation)
+               GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 12""").fetchall():
+        labels[label] = {"before": before, "after": after}
+    kept, total = store.con.execute("SELECT count(*) FILTER (WHERE kept), count(*) FROM curation").fetchone()
+    imgs = [_img(plots.stacked(diff, ["easy", "medium", "hard", "unknown"], "difficulty before and after curation"),
+                 "difficulty before and after"),
+            _img(plots.bars(labels, "task labels before and after curation", "traces"), "labels before and after")]
+    return (f"<section id=curation><h2>Curation</h2><p>{kept:,} of {total:,} traces kept.</p>"
+            "<div class=plots>" + "".join(imgs) + "</div>"
+            + _table(["layer", "reason", "dropped"], [list(r) for r in reasons], {2}) + "</section>")
+
+
+def _training(store: Store) -> str:
+    """Loss curves of the student's stages and its held-out evaluations (latest train run)."""
+    if not _has(store, "train_steps"):
+        return ""
+    run = store.con.execute("SELECT max(stage_run) FROM train_steps").fetchone()[0]
+    series: dict[str, list[tuple[float, float]]] = {}
+    offset = 0
+    for stage in [r[0] for r in store.con.execute(
+            "SELECT stage FROM train_stages WHERE stage_run IS NOT DISTINCT FROM ? ORDER BY position", [run]).fetchall()]:
+        pts = store.con.execute("SELECT step, loss FROM train_steps WHERE stage_run IS NOT DISTINCT FROM ? "
+                                "AND stage = ? ORDER BY step", [run, stage]).fetchall()
+        series[stage] = [(offset + step, loss) for step, loss in pts]
+        offset += max((p[0] for p in pts), default=0)
+    evals = store.con.execute(
+        """SELECT after_stage, seeds, accuracy, format_ok, mean_reasoning_tokens FROM eval_runs
+           WHERE stage_run IS NOT DISTINCT FROM ? ORDER BY rowid""", [run]).fetchall()
+    rows = [[a, n, "-" if acc is None else f"{acc:.1%}", f"{fmt:.1%}", f"{tok:.1f}"] for a, n, acc, fmt, tok in evals]
+    plot = _img(plots.curves(series, "training loss by stage", "step", "loss"), "training loss") if series else ""
+    return ("<section id=training><h2>Student training</h2><div class=plots>" + plot + "</div>"
+            + _table(["evaluated after", "held-out seeds", "accuracy", "format adherence", "reasoning tokens"],
+                     rows, {1}) + "</section>")
+
+
+def _export(run_dir: Path) -> str:
+    """Each exported GGUF with its agreement against the Hugging Face model."""
+    rows = []
+    for summary in sorted((run_dir / "export").glob("*.export.json")):
+        data = json.loads(summary.read_text())
+        for f in data.get("files", []):
+            v = (f.get("verify") or {}).get("text") or {}
+            rows.append([Path(f["path"]).name, f["quant"], f"{f['size_bytes']:,}",
+                         f"{v['greedy_agreement']:.2f}" if "greedy_agreement" in v else "-",
+                         f"{v['top1']:.3f}" if "top1" in v else "-",
+                         f"{v['logit_err_rel']:.4f}" if "logit_err_rel" in v else "-",
+                         "yes" if (f.get("verify") or {}).get("passed") else "no"])
+    if not rows:
+        return ""
+    return ("<section id=export><h2>Export</h2>"
+            + _table(["file", "quant", "bytes", "greedy agreement", "top-1", "logit error (rel.)", "passed"], rows)
+            + "</section>")
 
 
 def _examples(store: Store, n: int) -> str:

@@ -98,7 +98,8 @@ def curves(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
     for i, (name, pts) in enumerate(series.items()):
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=name, color=PALETTE[i % len(PALETTE)], lw=1.4)
+            ax.plot(xs, ys, label=name, color=PALETTE[i % len(PALETTE)], lw=1.4,
+                    marker="o" if len(xs) < 30 else None, ms=3)  # a short stage is still visible
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)

@@ -43,3 +43,15 @@ def test_curates_the_quickstart_run(quickstart_copy):
     run_curate(store, recipe(**cfg))  # a rerun decides the same (image fingerprints come from the cache)
     assert store.con.execute("SELECT key, kept, reason FROM curation ORDER BY key").fetchall() == before
     store.close()
+
+
+def test_report_shows_curation_before_and_after(quickstart_copy, tmp_path):
+    from siqkit.report.build import build_report
+
+    store = Store.open(quickstart_copy)
+    run_curate(store, recipe(selection={"labels": {"max_per_label": 400}}))
+    store.close()
+    page = build_report(quickstart_copy, tmp_path / "r.html").read_text()
+    assert "id=curation" in page
+    assert 'alt="difficulty before and after"' in page and 'alt="labels before and after"' in page
+    assert "label cap" in page and "wrong answer" in page  # drops by layer and reason

@@ -45,3 +45,8 @@ def test_train_then_export_in_a_run(cli, tmp_path):
     assert export["passed"] is True
     files = sorted(p.name for p in (tmp_path / "run" / "export").iterdir())
     assert "te.q8_0.gguf" in files and "te.mmproj-f16.gguf" in files and "Modelfile" in files
+    res = cli("report", "run")
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "run" / "report.html").read_text()
+    for section in ("id=training", "id=export", "after-reason", "te.q8_0.gguf", 'alt="training loss"'):
+        assert section in page

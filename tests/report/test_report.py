@@ -37,6 +37,7 @@ def test_report_renders_without_errors_and_every_plot_loads(quickstart, tmp_path
     assert "http://" not in text and "https://" not in text, "the report must be self-contained"
     for section in ("id=stages", "id=seeds", "id=teachers", "id=annotations", "id=examples"):
         assert section in text
+    assert "id=curation" not in text  # the quickstart fixture stops before curate
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
