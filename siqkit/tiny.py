@@ -53,8 +53,7 @@ def prepare_tiny(recipe: Recipe) -> None:
         stage.max_steps = min(stage.max_steps or cfg.max_train_steps, cfg.max_train_steps)
     st = recipe.student
     if st is not None:
-        has = st.path is not None and (st.path / "config.json").is_file()
-        if st.arch is None and not has:
+        if st.arch is None and not _is_checkpoint(st.path):
             raise RecipeError(f"student.arch: --tiny needs the student's architecture "
                               f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available")
         if st.arch is not None and st.arch not in SUPPORTED_TINY:
@@ -107,11 +106,15 @@ def build_twins(recipe: Recipe) -> None:
     if st is not None:
         out = root / "student"
         if not (out / "config.json").exists():
-            has = st.path is not None and (st.path / "config.json").is_file()
-            tiny_from(st.path, out) if has else make_tiny(st.arch, out)
+            tiny_from(st.path, out) if _is_checkpoint(st.path) else make_tiny(st.arch, out)
         st.path = out
         log.info("tiny: the student is a twin in %s", out)
 
 
+def _is_checkpoint(path) -> bool:
+    """A local Hugging Face checkpoint folder (its class is what the twin copies)."""
+    return path is not None and (path / "config.json").is_file()
+
+
 def _has_checkpoint(t) -> bool:
-    return t.backend == "transformers" and t.path is not None and (t.path / "config.json").is_file()
+    return t.backend == "transformers" and _is_checkpoint(t.path)

@@ -60,13 +60,14 @@ def run_seeds(store: Store, recipe: Recipe, strict: bool = False) -> dict:
             log.info("seeds: source '%s' unchanged since its last ingest; skipping", cfg.name)
             counts["sources"][cfg.name] = {**json.loads(row[1]), "skipped": True}
             continue
-        c = _ingest(store, cfg, source, strict)
+        c = _ingest(store, cfg, source, fp, strict)
         counts["sources"][cfg.name] = c.__dict__
     counts["pool"] = select_pool(store, recipe)
     return counts
 
 
-def _ingest(store: Store, cfg: SourceConfig, source, strict: bool) -> _SourceCounts:
+def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _SourceCounts:
+    """Ingest one source in one transaction; ``fp`` is its fingerprint, taken before reading."""
     c = _SourceCounts()
     total = source.describe().get("rows")
     other_ids = {
@@ -123,7 +124,7 @@ def _ingest(store: Store, cfg: SourceConfig, source, strict: bool) -> _SourceCou
         flush()
         con.execute(
             "INSERT INTO source_runs VALUES (?, ?, now(), ?)",
-            [cfg.name, source.fingerprint(), json.dumps(c.__dict__)],
+            [cfg.name, fp, json.dumps(c.__dict__)],
         )
     log.info("seeds: %s: %d stored, %d quarantined, %d duplicates",
              cfg.name, c.stored, c.quarantined, c.duplicates)
