@@ -20,6 +20,7 @@ from siqkit.progress import setup_logging
 from siqkit.recipe import Recipe
 from siqkit.annotate.stage import run_annotate
 from siqkit.curate.stage import run_curate
+from siqkit.evaluate.stage import run_eval
 from siqkit.export.stage import run_export
 from siqkit.generate.stage import run_generate
 from siqkit.seeds.stage import run_seeds
@@ -32,11 +33,12 @@ log = logging.getLogger("siqkit")
 StageFn = Callable[[Store, Recipe, bool], dict]
 STAGE_RUNNERS: dict[str, StageFn] = {
     "seeds": run_seeds, "generate": run_generate, "annotate": run_annotate, "curate": run_curate,
-    "train": run_train, "export": run_export,
+    "train": run_train, "eval": run_eval, "export": run_export,
 }
 STAGE_SECTIONS = {  # recipe sections each stage reads, saved with its run
     "seeds": ("seeds",), "generate": ("teachers", "generate"), "annotate": ("annotate", "teachers"),
-    "curate": ("curate",), "train": ("student", "train", "eval"), "export": ("export",),
+    "curate": ("curate",), "train": ("student", "train", "eval"), "eval": ("student", "train", "eval"),
+    "export": ("export", "eval"),
 }
 
 
@@ -132,11 +134,16 @@ def plan(recipe: Recipe) -> dict:
                       + (f"dedup at Jaccard {c.dedup.threshold:g}" if c.dedup.enabled else "no dedup")
                       + "; mix " + ("/".join(f"{mix.get(b, 0):g}" for b in ("easy", "medium", "hard")) if mix else "none")
                       + f"; {len(c.subsets)} subsets")
-        elif stage in ("train", "export") and recipe.student is None and recipe.export.model is None:
+        elif stage in ("train", "eval", "export") and recipe.student is None and recipe.export.model is None:
             status, detail = "nothing to do", "no student in the recipe"
         elif stage == "train":
             status = "will run"
-            detail = " -> ".join(s.name for s in recipe.train.stages) + f" on datasets/{recipe.train.dataset}"
+            detail = " -> ".join(s.name + (" (+ answer-only twin)" if s.answer_only_baseline else "")
+                                 for s in recipe.train.stages) + f" on datasets/{recipe.train.dataset}"
+        elif stage == "eval":
+            status = "will run" if recipe.student is not None else "nothing to do"
+            detail = (f"up to {recipe.eval.max_seeds} held-out seeds of {', '.join(recipe.eval.splits)}: "
+                      "every student checkpoint, the teachers on the same seeds")
         else:
             status, detail = "will run", f"{recipe.export.quant}" + (", verified" if recipe.export.verify else "")
         stages.append({"stage": stage, "status": status, "detail": detail})
@@ -149,9 +156,13 @@ def plan(recipe: Recipe) -> dict:
     models = [{"role": "teacher", "name": t.name, "backend": t.backend,
                "model": str(t.path or t.callable or t.model or ""), "samples": t.samples}
               for t in recipe.teachers]
-    if recipe.student is not None:
-        models.append({"role": "student", "name": recipe.student.arch or "student", "backend": "transformers",
-                       "model": str(recipe.student.path or "(tiny twin)"), "samples": "-"})
+    st = recipe.student
+    if st is not None:
+        b = st.build
+        model = (f"built from scratch: {b.arch}, hidden {b.hidden_size}, {b.layers} layers" if b is not None
+                 else str(st.path or "(tiny twin)"))
+        models.append({"role": "student", "name": (b.arch if b else st.arch) or "student", "backend": "transformers",
+                       "model": model, "samples": "-"})
     return {"recipe": str(recipe.path), "run_dir": str(recipe.run_dir), "seed": recipe.seed,
             "stages": stages, "sources": sources, "models": models,
             "max_total": recipe.seeds.max_total}

@@ -12,8 +12,9 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
   teacher on a twin of its ``arch`` (required for ``--tiny``);
 - ``python`` teachers run as they are.
 
-The student becomes a twin of its checkpoint's class (or of ``student.arch``), and every
-training stage stops after ``tiny.max_train_steps`` steps.
+The student becomes a twin of its checkpoint's class (or of ``student.arch``); one the
+recipe builds from scratch (``student.build``) is built as it says. Every training stage
+stops after ``tiny.max_train_steps`` steps.
 
 Data: every source is capped at ``tiny.max_seeds`` per split (a ``digits`` source generates
 only that many images), evaluation at ``tiny.max_seeds`` seeds, and every teacher's and the
@@ -52,7 +53,7 @@ def prepare_tiny(recipe: Recipe) -> None:
     for stage in recipe.train.stages:
         stage.max_steps = min(stage.max_steps or cfg.max_train_steps, cfg.max_train_steps)
     st = recipe.student
-    if st is not None:
+    if st is not None and st.build is None:  # a student built from scratch is tiny already
         if st.arch is None and not _is_checkpoint(st.path):
             raise RecipeError(f"student.arch: --tiny needs the student's architecture "
                               f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available")
@@ -103,7 +104,7 @@ def build_twins(recipe: Recipe) -> None:
                 t.backend, t.endpoints, t.api_key_env = "transformers", [], None
         log.info("tiny: teacher %s runs on a twin in %s", t.name, t.path)
     st = recipe.student
-    if st is not None:
+    if st is not None and st.build is None:
         out = root / "student"
         if not (out / "config.json").exists():
             tiny_from(st.path, out) if _is_checkpoint(st.path) else make_tiny(st.arch, out)

@@ -5,8 +5,9 @@ tokenizer, and for vision-language models the image processor and processor), so
 of the kit loads it by path with the ordinary ``Auto*`` classes, offline. Recipes swap a real
 model for ``tiny_from(real_dir, out_dir)`` to smoke-test on a CPU in minutes.
 
-Dimensions are the text model's; vision towers are fixed tiny (width 32, depth 2) and the
-image processors are set so a 64x64 image becomes a handful of visual tokens.
+Dimensions are the text model's; vision towers are tiny (width 32, depth 2, unless the
+``vision_*`` options say otherwise) and the image processors are set so a 64x64 image
+becomes a handful of visual tokens.
 """
 
 from __future__ import annotations
@@ -22,13 +23,9 @@ import torch
 import transformers
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 
+from siqkit.archs import SUPPORTED_TINY, TEXT_ARCHS, VISION_ARCHS  # noqa: F401 - re-exported
 from siqkit.models import tokenizer as tk
 from siqkit.models.processors import build_processor, save_processor
-
-TEXT_ARCHS = ("llama", "qwen2", "qwen3")
-VISION_ARCHS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "smolvlm", "idefics3", "llava")
-SUPPORTED_TINY = TEXT_ARCHS + VISION_ARCHS
-"""Architectures (HF ``model_type`` values) that :func:`make_tiny` and :func:`tiny_from` build."""
 
 IMAGE_SIZE = 64
 """Side of the test images the twins' processors are tuned for."""
@@ -98,6 +95,15 @@ def _text_kwargs(d: TinyDims, vocab: int, tok, *, extra: dict | None = None) -> 
     return kw
 
 
+def _vision_dims(opts: dict) -> tuple[int, int, int]:
+    """Vision tower width, depth and heads: the ``vision_*`` options, else the tiny defaults."""
+    w = opts.get("vision_width", VISION_WIDTH)
+    heads = opts.get("vision_heads", VISION_HEADS)
+    if w % heads:
+        raise ValueError(f"vision_width ({w}) must divide by vision_heads ({heads})")
+    return w, opts.get("vision_depth", VISION_DEPTH), heads
+
+
 def _mrope_section(head_dim: int, interleaved: bool) -> list[int]:
     """Split head_dim/2 rotary frequencies over (time, height, width) like the real models."""
     half = head_dim // 2
@@ -118,12 +124,12 @@ def _qwen_vl_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
         "vision_end_token_id": tok.convert_tokens_to_ids("<|vision_end|>"),
     }
     vocab = len(tok)
-    w = VISION_WIDTH
+    w, depth, vheads = _vision_dims(opts)
     if arch == "qwen2_vl":
         patch = 14
         rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_section(d.head_dim, False)}
         text = _text_kwargs(d, vocab, tok, extra={"rope_parameters": rope})
-        vision = dict(depth=VISION_DEPTH, embed_dim=w, hidden_size=d.hidden, num_heads=VISION_HEADS, mlp_ratio=2,
+        vision = dict(depth=depth, embed_dim=w, hidden_size=d.hidden, num_heads=vheads, mlp_ratio=2,
                       patch_size=patch, spatial_merge_size=2, temporal_patch_size=2)
         cfg = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
         cls = transformers.Qwen2VLForConditionalGeneration
@@ -132,10 +138,10 @@ def _qwen_vl_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
         patch = 14
         rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": _mrope_section(d.head_dim, False)}
         text = _text_kwargs(d, vocab, tok, extra={"rope_parameters": rope})
-        vision = dict(depth=VISION_DEPTH, hidden_size=w, intermediate_size=2 * w, num_heads=VISION_HEADS,
+        vision = dict(depth=depth, hidden_size=w, intermediate_size=2 * w, num_heads=vheads,
                       out_hidden_size=d.hidden, patch_size=patch, spatial_merge_size=2, temporal_patch_size=2,
                       # 112-pixel windows, as every released Qwen2.5-VL (llama.cpp hard-codes it)
-                      window_size=112, fullatt_block_indexes=[VISION_DEPTH - 1])
+                      window_size=112, fullatt_block_indexes=[depth - 1])
         cfg = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
         cls = transformers.Qwen2_5_VLForConditionalGeneration
         proc_cls = transformers.Qwen2_5_VLProcessor
@@ -144,23 +150,25 @@ def _qwen_vl_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
         rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
                 "mrope_section": _mrope_section(d.head_dim, True)}
         text = _text_kwargs(d, vocab, tok, extra={"rope_parameters": rope, "head_dim": d.head_dim})
-        vision = dict(depth=VISION_DEPTH, hidden_size=w, intermediate_size=2 * w, num_heads=VISION_HEADS,
+        vision = dict(depth=depth, hidden_size=w, intermediate_size=2 * w, num_heads=vheads,
                       out_hidden_size=d.hidden, patch_size=patch, spatial_merge_size=2, temporal_patch_size=2,
                       num_position_embeddings=64, deepstack_visual_indexes=[0])
         cfg = transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
         cls = transformers.Qwen3VLForConditionalGeneration
         proc_cls = transformers.Qwen3VLProcessor
     factor = patch * 2
-    # A 64x64 image rounds to 2x2 merged patches (4 visual tokens); the cap keeps larger
-    # images at no more than 16.
+    # By default a 64x64 image rounds to 2x2 merged patches (4 visual tokens) and larger
+    # images are capped at 16; ``image_tokens`` sets (min, max) visual tokens per image.
+    lo, hi = opts.get("image_tokens", (1, 16))
+    min_pixels, max_pixels = lo * factor * factor, hi * factor * factor
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=factor * factor, max_pixels=(4 * factor) ** 2, patch_size=patch, merge_size=2, temporal_patch_size=2
+        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch, merge_size=2, temporal_patch_size=2
     )
     processor = build_processor(proc_cls, image_processor=image_processor, tokenizer=tok,
                                 chat_template=tok.chat_template)
     video = {
         "video_processor_type": f"{proc_cls.__name__.removesuffix('Processor')}VideoProcessor",
-        "size": {"shortest_edge": factor * factor, "longest_edge": (4 * factor) ** 2},
+        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
         "patch_size": patch, "merge_size": 2, "temporal_patch_size": 2,
     }
     if arch == "qwen2_5_vl":  # Qwen2.5-VL reuses the Qwen2-VL video processor
@@ -173,8 +181,9 @@ def _smolvlm_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
     seq_len = (tile // patch) ** 2 // scale**2
     text = _text_kwargs(d, len(tok), tok, extra={"model_type": "llama", "head_dim": d.head_dim,
                                                  "rope_parameters": {"rope_type": "default", "rope_theta": 1e5}})
-    vision = dict(hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH, num_hidden_layers=VISION_DEPTH,
-                  num_attention_heads=VISION_HEADS, image_size=tile, patch_size=patch)
+    w, depth, vheads = _vision_dims(opts)
+    vision = dict(hidden_size=w, intermediate_size=2 * w, num_hidden_layers=depth,
+                  num_attention_heads=vheads, image_size=tile, patch_size=patch)
     image_token_id = tok.convert_tokens_to_ids("<image>")
     if arch == "idefics3":
         cfg = transformers.Idefics3Config(text_config=text, vision_config=vision, scale_factor=scale,
@@ -203,11 +212,12 @@ def _llava_spec(arch: str, d: TinyDims, tok, opts: dict) -> _Spec:
     text_type = opts.get("text_model_type", "qwen2")
     vision_type = opts.get("vision_model_type", "clip_vision_model")
     text = _text_kwargs(d, len(tok), tok, extra={"model_type": text_type})
-    vision = dict(model_type=vision_type, hidden_size=VISION_WIDTH, intermediate_size=2 * VISION_WIDTH,
-                  num_hidden_layers=VISION_DEPTH, num_attention_heads=VISION_HEADS, image_size=IMAGE_SIZE,
+    w, depth, vheads = _vision_dims(opts)
+    vision = dict(model_type=vision_type, hidden_size=w, intermediate_size=2 * w,
+                  num_hidden_layers=depth, num_attention_heads=vheads, image_size=IMAGE_SIZE,
                   patch_size=patch)
     if vision_type == "clip_vision_model":
-        vision["projection_dim"] = VISION_WIDTH
+        vision["projection_dim"] = w
     # CLIP prepends a CLS token that the "default" strategy drops again; SigLIP has none.
     strategy = "default" if vision_type == "clip_vision_model" else "full"
     extra_tokens = 1 if vision_type == "clip_vision_model" else 0
@@ -260,7 +270,7 @@ _BUILDERS: dict[str, Callable[[str, TinyDims, Any, dict], _Spec]] = {
 
 
 _OPTIONS = {"tie_word_embeddings", "rope_theta", "rope_parameters", "rms_norm_eps", "text_model_type",
-            "vision_model_type"}
+            "vision_model_type", "vision_width", "vision_depth", "vision_heads", "image_tokens", "corpus"}
 
 
 def _tokenizer_for(arch: str, out: Path, style: str | None, vocab_size: int, opts: dict):
@@ -268,12 +278,12 @@ def _tokenizer_for(arch: str, out: Path, style: str | None, vocab_size: int, opt
         text_type = opts.get("text_model_type", "qwen2") if arch == "llava" else arch
         style = "llama" if text_type == "llama" else "qwen"
     if arch in ("smolvlm", "idefics3"):
-        return tk.build_tokenizer(out, vocab_size=vocab_size, style=style,
+        return tk.build_tokenizer(out, opts.get("corpus"), vocab_size=vocab_size, style=style,
                                   extra_special_tokens=_SMOLVLM_TOKENS, image_placeholder="<image>")
     if arch == "llava":
-        return tk.build_tokenizer(out, vocab_size=vocab_size, style=style,
+        return tk.build_tokenizer(out, opts.get("corpus"), vocab_size=vocab_size, style=style,
                                   extra_special_tokens=("<image>",), image_placeholder="<image>")
-    return tk.build_tokenizer(out, vocab_size=vocab_size, style=style)
+    return tk.build_tokenizer(out, opts.get("corpus"), vocab_size=vocab_size, style=style)
 
 
 def make_tiny(
@@ -300,7 +310,10 @@ def make_tiny(
     architecture details: ``tie_word_embeddings``, ``rope_theta``, ``rope_parameters``
     (merged over the default) and ``rms_norm_eps`` for text models; ``text_model_type``
     ("qwen2"/"llama") and ``vision_model_type`` ("clip_vision_model"/"siglip_vision_model")
-    for ``llava``. Returns ``out_dir`` as a Path.
+    for ``llava``; ``vision_width``/``vision_depth``/``vision_heads`` for the vision tower
+    (default 32/2/2); ``image_tokens`` = (min, max) visual tokens per image for the Qwen-VL
+    processors (default (1, 16)); ``corpus``, the texts the tokenizer is trained on (default:
+    :func:`siqkit.models.tokenizer.default_corpus`). Returns ``out_dir`` as a Path.
     """
     _check_arch(arch)
     unknown = set(options) - _OPTIONS

@@ -30,10 +30,60 @@ DATA_KINDS = ("caption", "answer", "cot")
 DIFFICULTIES = ("easy", "medium", "hard")
 
 
-class StudentConfig(_Model):
-    """The student: a local Hugging Face checkpoint (a tiny twin works the same way)."""
+class BuildConfig(_Model):
+    """A student siqkit builds from scratch, for runs with no checkpoint (the offline quickstart).
 
-    path: Path | None = None  # local checkpoint folder (required, except under --tiny); nothing is downloaded
+    The model is a real Hugging Face architecture class, randomly initialised with these
+    sizes; its tokenizer is a byte-level BPE trained on the training dataset's own text
+    (captions, questions and targets). It is written like any checkpoint to
+    ``RUN_DIR/train/student-init/`` and then trained by the curriculum like one; a
+    from-scratch student needs stages that train its language model in full first
+    (``method: full``) before LoRA or QLoRA stages make sense.
+    """
+
+    arch: str = "qwen2_vl"  # any architecture siqkit builds twins of (see siqkit/models/tiny.py)
+    hidden_size: int = 256  # a multiple of 256 keeps the k-quants (q4_k_m) exact in GGUF export
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 768
+    vocab_size: int = 2048  # BPE entries (256 bytes + merges); special tokens come on top
+    vision_width: int = 64  # vision tower (vision-language architectures)
+    vision_depth: int = 2
+    vision_heads: int = 2
+    image_tokens: int = 16  # Qwen-VL: visual tokens per image (small images are scaled up to it)
+    seed: int | None = None  # weight initialisation; None: the recipe's seed
+
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from siqkit.archs import SUPPORTED_TINY
+
+        if v not in SUPPORTED_TINY:
+            raise ValueError(f"unknown architecture '{v}'; expected one of {', '.join(SUPPORTED_TINY)}")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "BuildConfig":
+        for key in ("hidden_size", "layers", "heads", "kv_heads", "intermediate_size", "vision_width",
+                    "vision_depth", "vision_heads", "image_tokens"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1 (got {getattr(self, key)})")
+        if self.vocab_size <= 256:
+            raise ValueError(f"vocab_size: must exceed the 256 byte tokens (got {self.vocab_size})")
+        if self.hidden_size % self.heads or self.heads % self.kv_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must divide by heads ({self.heads}), "
+                             f"and heads by kv_heads ({self.kv_heads})")
+        if self.vision_width % self.vision_heads:
+            raise ValueError(f"vision_width ({self.vision_width}) must divide by vision_heads ({self.vision_heads})")
+        return self
+
+
+class StudentConfig(_Model):
+    """The student: a local Hugging Face checkpoint (a tiny twin works the same way), or one to build."""
+
+    path: Path | None = None  # local checkpoint folder (required, except with `build` or under --tiny); nothing is downloaded
+    build: BuildConfig | None = None  # build the student from scratch instead (see BuildConfig)
     arch: str | None = None  # architecture (e.g. qwen3_vl): what --tiny builds a twin of
     # None: from the checkpoint (a causal LM is text-only). A text-only student sees each
     # image as the caption/OCR text its seed carries, written with `image_text`.
@@ -43,8 +93,10 @@ class StudentConfig(_Model):
 
     @model_validator(mode="after")
     def _needs_path(self, info: ValidationInfo) -> "StudentConfig":
-        if self.path is None and not (info.context or {}).get("tiny"):
-            raise ValueError("path: required: the student's local checkpoint folder")
+        if self.path is not None and self.build is not None:
+            raise ValueError("give either path (a checkpoint) or build (a student built from scratch), not both")
+        if self.path is None and self.build is None and not (info.context or {}).get("tiny"):
+            raise ValueError("path: required: the student's local checkpoint folder (or `build` to build one)")
         return self
 
     @field_validator("image_text")
@@ -95,6 +147,12 @@ class StageConfig(_Model):
     max_steps: int | None = None  # cap on optimizer steps; None: from epochs
     learning_rate: float | None = None  # None: train.learning_rate
     max_examples: int | None = None  # a deterministic sample, for smoke runs
+    # A "cot" stage only: also train its answer-only twin for comparison. It starts from the
+    # same model and trains on the same rows, in the same order, for the same optimizer
+    # steps and batch, with answer-only targets (an empty think block) -- the same number of
+    # examples seen, not the same tokens. It is evaluated as "<name>-answer-only" and does
+    # not feed later stages.
+    answer_only_baseline: bool = False
 
     @field_validator("freeze")
     @classmethod
@@ -113,6 +171,8 @@ class StageConfig(_Model):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key}: must be at least 1 (got {value})")
+        if self.answer_only_baseline and self.data != "cot":
+            raise ValueError("answer_only_baseline: only a stage with data 'cot' has an answer-only twin")
         return self
 
 

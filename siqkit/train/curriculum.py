@@ -16,6 +16,10 @@
 4. evaluates the merged model on the held-out seeds, when there are some (and the base
    student once before the first stage).
 
+A ``cot`` stage with ``answer_only_baseline`` also trains its answer-only twin
+(``<stage>-answer-only``) from the same input model for the same optimizer steps, and
+evaluates it; the twin does not feed later stages.
+
 A stage whose trainable parts the student lacks (``align`` trains only the projector; a
 text-only student has none) or that has no examples is skipped, with the reason
 recorded. A finished stage is skipped on rerun if its settings, data and input model
@@ -25,6 +29,7 @@ are unchanged (its fingerprint); when they changed, its old folder is kept aside
 Run folder layout (``out_dir``)::
 
     stages/01-align/  log.jsonl  checkpoints/step-000050/  adapter/ | trained.safetensors  merged/  stage.json
+    stages/03-reason-answer-only/   (a stage's answer-only twin, with ``answer_only_baseline``)
     eval/00-before/   eval.json  side_by_side.md  images/
     plots/loss.png  plots/eval.png
     summary.json
@@ -264,17 +269,25 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
 
     def evaluate(model_path: Path, label: str) -> None:
         if seeds:
-            evals.append(_evaluate(model_path, label, len(evals), seeds, train_ids, train_cfg, student_cfg,
-                                   text_only, out_dir))
+            evals.append(evaluate_checkpoint(model_path, label, len(evals), seeds, train_ids, train_cfg,
+                                             student_cfg, text_only, out_dir))
 
     evaluate(base, "before")
     current, stages = base, []
     for position, stage in enumerate(train_cfg.stages, 1):
         record = run_stage(position, stage, student_cfg, train_cfg, rows, current, out_dir, text_only)
         stages.append(record)
-        if record["status"] == "done":
-            current = Path(record["merged_dir"])
-            evaluate(current, f"after-{stage.name}")
+        if record["status"] != "done":
+            continue
+        if stage.answer_only_baseline:  # same input, rows, steps and batch; answer-only targets
+            twin = stage.model_copy(update={"name": f"{stage.name}-answer-only", "data": "answer",
+                                            "max_steps": record["steps"], "answer_only_baseline": False})
+            baseline = run_stage(position, twin, student_cfg, train_cfg, rows, current, out_dir, text_only)
+            stages.append({**baseline, "baseline_of": stage.name})
+        current = Path(record["merged_dir"])
+        evaluate(current, f"after-{stage.name}")
+        if stage.answer_only_baseline and baseline["status"] == "done":
+            evaluate(Path(baseline["merged_dir"]), f"after-{twin.name}")
     plots = {"loss": str(plot_losses([(s["stage"], s.get("history") or []) for s in stages],
                                      out_dir / "plots" / "loss.png"))}
     if evals:
@@ -292,9 +305,10 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
     return summary
 
 
-def _evaluate(model_path: Path, label: str, index: int, seeds: list, train_ids: set[str], cfg: TrainConfig,
-              student: StudentConfig, text_only: bool, out_dir: Path) -> dict:
-    """Evaluate once, reusing an earlier identical evaluation (same model, seeds and settings)."""
+def evaluate_checkpoint(model_path: Path, label: str, index: int, seeds: list, train_ids: set[str],
+                        cfg: TrainConfig, student: StudentConfig, text_only: bool, out_dir: Path) -> dict:
+    """Evaluate once into ``out_dir/eval/<index>-<label>/``, reusing an earlier identical evaluation
+    (same model, seeds and settings)."""
     from siqkit.evaluate.evaluate import evaluate_student
 
     eval_dir = out_dir / "eval" / f"{index:02d}-{label}"

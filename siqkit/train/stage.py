@@ -1,6 +1,7 @@
 """The ``train`` stage of a recipe run: the curated dataset in, a trained student out.
 
-It reads the curate stage's export (``RUN_DIR/datasets/<train.dataset>/``), picks the
+A student with ``build`` (no checkpoint) is first built from scratch into
+``RUN_DIR/train/student-init/`` (:func:`siqkit.train.scratch.build_student`). It reads the curate stage's export (``RUN_DIR/datasets/<train.dataset>/``), picks the
 held-out evaluation seeds from the store (selected seeds of the ``eval.splits`` splits, a
 deterministic sample of ``eval.max_seeds``), and runs the curriculum
 (:func:`siqkit.train.curriculum.train_curriculum`) in ``RUN_DIR/train/``: each stage's
@@ -48,7 +49,13 @@ def run_train(store: Store, recipe: Recipe, strict: bool = False) -> dict:
                           f"(siqkit run RECIPE --only curate), or set train.dataset")
     seeds = eval_seeds(store, recipe)
     run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'train'").fetchone()[0]
-    summary = train_curriculum(recipe.student, recipe.train, data_dir, recipe.run_dir / "train",
+    student = recipe.student
+    if student.build is not None:
+        from siqkit.train.scratch import build_student
+
+        path = build_student(student.build, data_dir, recipe.run_dir / "train" / "student-init", seed=recipe.seed)
+        student = student.model_copy(update={"path": path})
+    summary = train_curriculum(student, recipe.train, data_dir, recipe.run_dir / "train",
                                store=store, eval_seeds=seeds, stage_run=run_id)
     evals = {e["label"]: {k: e.get(k) for k in ("accuracy", "format_ok", "mean_reasoning_tokens")}
              for e in summary.get("evals", [])}

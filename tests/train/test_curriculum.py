@@ -119,3 +119,22 @@ def test_auto_settings_come_from_the_memory_planner(twin, traces, tmp_path):
     assert stage["plan_source"] == "planner for 8.00 GiB"
     assert (stage["method"], stage["quantization"], stage["gradient_checkpointing"]) == ("lora", "none", False)
     assert (stage["micro_batch"], stage["grad_accum"]) == (4, 1)
+
+
+def test_answer_only_twin_trains_the_same_steps_from_the_same_model(twin, traces, tmp_path):
+    cfg = small_config(stages=[
+        {"name": "instruct", "data": "answer", "freeze": ["vision"]},
+        {"name": "reason", "data": "cot", "freeze": ["vision", "projector"], "answer_only_baseline": True},
+    ])
+    summary = train_curriculum(StudentConfig(path=twin("qwen2_vl")), cfg, traces, tmp_path / "out",
+                               eval_seeds=eval_seeds(2))
+    stages = {s["stage"]: s for s in summary["stages"]}
+    cot, answer_only = stages["reason"], stages["reason-answer-only"]
+    assert answer_only["baseline_of"] == "reason" and answer_only["data"] == "answer"
+    assert answer_only["input_model"] == cot["input_model"] == stages["instruct"]["merged_dir"]
+    assert answer_only["steps"] == cot["steps"] and answer_only["examples"] == cot["examples"]
+    assert answer_only["target_tokens"] < cot["target_tokens"]  # no reasoning in its targets
+    assert summary["final_model"] == cot["merged_dir"]  # the twin feeds nothing
+    assert [e["label"] for e in summary["evals"]] == [
+        "before", "after-instruct", "after-reason", "after-reason-answer-only"]
+    assert (tmp_path / "out" / "stages" / "02-reason-answer-only" / "merged" / "model.safetensors").is_file()
