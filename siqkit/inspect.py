@@ -6,11 +6,13 @@ from pathlib import Path
 
 from siqkit.annotate.stage import teacher_summary
 from siqkit.curate.stage import curation_summary
+from siqkit.evaluate.table import eval_table
 from siqkit.store import SCHEMA_VERSION, Store
 
 
 def summarize(run_dir: str | Path) -> dict:
-    """Per-stage status and counts, seeds by source and split, quarantine and drop reasons, teachers."""
+    """Per-stage status and counts, seeds by source and split, quarantine and drop reasons, teachers,
+    curation, and the evaluation table (:mod:`siqkit.evaluate.table`)."""
     store = Store.open(run_dir, read_only=True)
     try:
         q = store.con.execute
@@ -47,6 +49,7 @@ def summarize(run_dir: str | Path) -> dict:
             "drops": {"total": sum(sum(v.values()) for v in drops.values()), "by_stage": drops},
             "teachers": teacher_summary(store),
             "curation": curation_summary(store),
+            "evaluation": eval_table(store),
         }
     finally:
         store.close()

@@ -20,7 +20,8 @@ def test_check_prints_the_plan(cli):
     res = cli("check", str(REPO / "recipes" / "quickstart.yaml"))
     assert res.returncode == 0, res.stderr
     assert "recipe OK" in res.stdout
-    for word in ("stages", "seeds", "will run", "not available yet", "easy_vqa", "48,248", "digits", "3,600"):
+    for word in ("stages", "seeds", "will run", "answer-only twin", "held-out seeds", "easy_vqa", "48,248", "digits",
+                 "3,600", "built from scratch"):
         assert word in res.stdout, word
     res = cli("check", str(REPO / "recipes" / "quickstart.yaml"), "--json", "--set", "seeds.sources[1].max=10")
     assert '"max": 10' in res.stdout

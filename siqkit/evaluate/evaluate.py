@@ -2,7 +2,7 @@
 
 :func:`evaluate_student` first refuses any seed the training data used (the error lists up
 to five offending ids and their count). It then generates greedily with the student
-through the same ``transformers`` backend the teachers use (chat template, processor,
+through the same backend the teachers use (``transformers``; ``llama_cpp`` for a GGUF file) (chat template, processor,
 left-padded batches), parses each output with :func:`~siqkit.teachers.parse.parse_cot` and
 judges its answer with :func:`~siqkit.annotate.normalize.judge_answer`, the normaliser
 annotation uses. A text-only student sees each image as its seed's caption, as in training.
@@ -104,8 +104,14 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
                      max_new_tokens: int = 512, batch_size: int = 8, answer_kind: str = "auto",
                      tolerance: float = 1e-6, text_only: bool | None = None,
                      image_text: str = "[Image: {caption}]", device: str | None = None,
-                     table_rows: int = 20, out_dir: str | Path | None = None, label: str = "") -> dict:
-    """Evaluate the checkpoint in ``model_dir`` on ``seeds``; see the module docstring."""
+                     table_rows: int = 20, out_dir: str | Path | None = None, label: str = "",
+                     mmproj: str | Path | None = None, n_ctx: int = 4096) -> dict:
+    """Evaluate the checkpoint in ``model_dir`` on ``seeds``; see the module docstring.
+
+    ``model_dir`` may also be a GGUF file (an exported student): it then runs in
+    llama-cpp-python, with ``mmproj`` for images (without one it sees captions, as a
+    text-only student) and a context of ``n_ctx`` tokens.
+    """
     import torch
 
     from siqkit.annotate.normalize import judge_answer
@@ -118,12 +124,19 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
     check_held_out(seeds, train_ids)
     if not seeds:
         raise SiqkitError("no evaluation seeds")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    vision = is_vision_checkpoint(model_dir)
-    text_only = (not vision) if text_only is None else text_only
-    quant = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    teacher = TransformersTeacher(SimpleNamespace(name=label or "student", path=str(model_dir), quantization=quant,
-                                                  batch_size=batch_size, device=device))
+    if Path(model_dir).suffix == ".gguf":  # an exported student, run by llama.cpp
+        from siqkit.teachers.backends.llama_cpp_gguf import LlamaCppTeacher
+
+        text_only = mmproj is None if text_only is None else text_only
+        teacher = LlamaCppTeacher(SimpleNamespace(name=label or "student", path=str(model_dir),
+                                                  mmproj=None if text_only else mmproj, n_ctx=n_ctx))
+    else:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        vision = is_vision_checkpoint(model_dir)
+        text_only = (not vision) if text_only is None else text_only
+        quant = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        teacher = TransformersTeacher(SimpleNamespace(name=label or "student", path=str(model_dir),
+                                                      quantization=quant, batch_size=batch_size, device=device))
     try:
         outputs = teacher.generate(_inputs(seeds, text_only=text_only, image_text=image_text,
                                            max_new_tokens=max_new_tokens))

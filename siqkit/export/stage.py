@@ -5,7 +5,9 @@ It takes the train stage's final merged model (``RUN_DIR/train/summary.json``), 
 (:func:`siqkit.export.api.export_model`): native GGUF, quantization, an mmproj for
 vision-language students that have one, verification against the Hugging Face model
 (an f16 mismatch fails the stage), a Modelfile and a model card with the run's lineage.
-Files land in ``RUN_DIR/export/``.
+Files land in ``RUN_DIR/export/``. With ``export.evaluate`` the exported file is then
+evaluated in llama-cpp-python on the same held-out seeds as the student (``eval_runs``
+label ``gguf-<quant>``; outputs in ``RUN_DIR/export/eval/``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,42 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
                "dataset": recipe.train.dataset, "stage_runs": store.last_stage_runs().get("train", {}).get("counts")}
     result = export_model(model, out_dir / f"{name}.{cfg.quant}.gguf", cfg.quant, mmproj,
                           verify=cfg.verify, name=name, lineage=lineage)
-    if cfg.verify and not result.get("passed", False):
+    if cfg.verify and not result.get("passed", False) and recipe.is_tiny:
+        # a random twin has no confident choices for a k-quant to keep; an f16 mismatch
+        # still fails inside export_model
+        log.warning("export: %s missed its agreement bar on the untrained --tiny twin (f16 matched); "
+                    "see %s", cfg.quant, out_dir / f"{name}.{cfg.quant}.gguf.export.json")
+    elif cfg.verify and not result.get("passed", False):
         raise SiqkitError(f"export: {cfg.quant} failed its agreement check against the Hugging Face model; "
                           f"see {out_dir / (name + '.' + cfg.quant + '.gguf.export.json')}")
-    return {"model": str(model), "files": result.get("files"), "passed": result.get("passed"),
-            "seconds": result.get("seconds")}
+    counts = {"model": str(model), "files": result.get("files"), "passed": result.get("passed"),
+              "seconds": result.get("seconds")}
+    if cfg.evaluate and recipe.student is not None:
+        counts["eval"] = evaluate_gguf(store, recipe, out_dir / f"{name}.{cfg.quant}.gguf", mmproj)
+    return counts
+
+
+def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None) -> dict:
+    """Accuracy of the exported file in llama.cpp on the held-out seeds the student was evaluated on."""
+    from siqkit.evaluate.evaluate import evaluate_student
+    from siqkit.evaluate.stage import write_table
+    from siqkit.train.data import training_seed_ids
+    from siqkit.train.stage import eval_seeds
+    from siqkit.train.tables import write_results
+
+    seeds = eval_seeds(store, recipe)
+    if not seeds:
+        log.info("export: no held-out seeds to evaluate %s on", gguf.name)
+        return {}
+    label = f"gguf-{recipe.export.quant}"
+    train_ids = training_seed_ids(recipe.run_dir / "datasets" / recipe.train.dataset)
+    cfg = recipe.train
+    result = evaluate_student(gguf, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
+                              text_only=None if mmproj is not None else True, image_text=recipe.student.image_text,
+                              mmproj=mmproj, table_rows=cfg.eval_table_rows, label=label,
+                              out_dir=recipe.run_dir / "export" / "eval")
+    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'export'").fetchone()[0]
+    write_results(store, {"stages": [], "evals": [result]}, run_id)
+    write_table(store, recipe.run_dir)
+    log.info("eval %s: accuracy %s, format %.2f", label, result["accuracy"], result["format_ok"])
+    return {k: result[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok")}

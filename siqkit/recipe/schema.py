@@ -262,6 +262,7 @@ class ExportConfig(_Model):
     quant: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k"] = "q4_k_m"
     mmproj: bool = True  # also write the vision tower (f16) when the architecture has one
     verify: bool = True  # compare with the Hugging Face model in llama-cpp-python; f16 must match
+    evaluate: bool = True  # held-out accuracy of the exported file in llama-cpp-python (the student's eval seeds)
     name: str | None = None  # file name stem; default: run.name
     model: Path | None = None  # export this model folder instead of the train stage's final model
 

@@ -67,7 +67,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, examples: i
         traces = store.con.execute("SELECT count(*) FROM generations").fetchone()[0]
         if traces:
             sections += [_teachers(store), _annotations(store), _curation(store)]
-        sections += [_training(store), _export(run_dir)]
+        sections += [_evaluation(store), _training(store), _export(run_dir)]
         if traces:
             sections.append(_examples(store, examples))
     finally:
@@ -194,6 +194,25 @@ def _curation(store: Store) -> str:
     return (f"<section id=curation><h2>Curation</h2><p>{kept:,} of {total:,} traces kept.</p>"
             "<div class=plots>" + "".join(imgs) + "</div>"
             + _table(["layer", "reason", "dropped"], [list(r) for r in reasons], {2}) + "</section>")
+
+
+def _evaluation(store: Store) -> str:
+    """The evaluation table (students, teachers, exported GGUF on the same held-out seeds)."""
+    from siqkit.evaluate.table import eval_table
+
+    rows = eval_table(store)
+    if not rows:
+        return ""
+    judged = [(r["model"], r["role"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
+    plot = _img(plots.accuracy_bars(judged, "held-out accuracy"), "held-out accuracy") if judged else ""
+    table = _table(["model", "what", "accuracy", "correct", "judged", "format ok", "reasoning tokens"],
+                   [[r["model"], r["what"], "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}", r["correct"],
+                     r["judged"], "-" if r["format_ok"] is None else f"{r['format_ok']:.0%}",
+                     "-" if r["mean_reasoning_tokens"] is None else f"{r['mean_reasoning_tokens']:.0f}"]
+                    for r in rows], {3, 4})
+    return ("<section id=evaluation><h2>Held-out evaluation</h2><p>Every model on the same test questions, "
+            "never trained on; teachers only on the questions routed to them.</p><div class=plots>" + plot
+            + "</div>" + table + "</section>")
 
 
 def _training(store: Store) -> str:

@@ -107,3 +107,21 @@ def curves(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str
         ax.legend(fontsize=7)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+def accuracy_bars(rows: list[tuple[str, str, float]], title: str) -> bytes:
+    """Horizontal bars, one per ``(name, group, accuracy)`` in the given order, coloured by group."""
+    groups = list(dict.fromkeys(g for _, g, _ in rows))
+    fig, ax = plt.subplots(figsize=(6.4, 0.7 + 0.38 * max(1, len(rows))))
+    names = [n for n, _, _ in rows][::-1]
+    values = [v for _, _, v in rows][::-1]
+    colours = [PALETTE[groups.index(g) % len(PALETTE)] for _, g, _ in rows][::-1]
+    ax.barh(names, values, color=colours)
+    for y, v in enumerate(values):
+        ax.annotate(f"{v:.1%}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlim(0, 1.1)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

@@ -57,3 +57,23 @@ def test_real_generation_and_side_by_side_table(twin, tmp_path, arch):
     table = (tmp_path / "side_by_side.md").read_text()
     assert table.count("\n| held-") == 3 and "I see a red circle." in table
     assert len(list((tmp_path / "images").glob("*.png"))) == 3  # the images, even for a text-only student
+
+
+def test_an_exported_gguf_is_evaluated_in_llama_cpp(tmp_path):
+    """A GGUF file runs through the llama_cpp backend: with its mmproj it reads the images,
+    without one it sees each image as its caption, as a text-only student."""
+    from siqkit.export import tiny_gguf, write_mmproj
+
+    gguf = tiny_gguf("qwen2_vl", tmp_path)
+    mmproj = write_mmproj(tmp_path / "qwen2_vl-hf", tmp_path / "mmproj.gguf")
+    seeds = eval_seeds(3)
+    with_images = evaluate_student(gguf, seeds, set(), max_new_tokens=6, mmproj=mmproj, out_dir=tmp_path / "e1",
+                                   label="gguf-f16")
+    captions = evaluate_student(gguf, seeds, set(), max_new_tokens=6, label="gguf-f16-text")
+    for result in (with_images, captions):
+        assert result["seeds"] == result["judged"] == 3
+        assert all(r["finish_reason"] in ("stop", "length") and r["output"] for r in result["rows"])
+        assert result["correct"] == sum(bool(r["correct"]) for r in result["rows"])
+    assert (tmp_path / "e1" / "eval.json").is_file()
+    with pytest.raises(EvalRefusedError):
+        evaluate_student(gguf, seeds, {seeds[0]["seed_id"]}, mmproj=mmproj)

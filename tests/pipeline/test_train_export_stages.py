@@ -15,7 +15,10 @@ def test_train_then_export_in_a_run(cli, tmp_path):
         "run": {"name": "te", "dir": "run"},
         "seeds": {"sources": [{"name": "digits", "type": "digits", "num_images": {"train": 4, "test": 4}}]},
         "student": {"arch": "qwen2_vl", "path": "${SIQ_TEST_STUDENT}"},
-        "train": {"save_every": 2},
+        "train": {"save_every": 2, "stages": [
+            {"name": "align", "data": "caption", "freeze": ["vision", "language"]},
+            {"name": "instruct", "data": "answer", "freeze": ["vision"]},
+            {"name": "reason", "data": "cot", "freeze": ["vision", "projector"], "answer_only_baseline": True}]},
         "eval": {"max_seeds": 3},
         "export": {"quant": "q8_0"},
     }
@@ -27,15 +30,30 @@ def test_train_then_export_in_a_run(cli, tmp_path):
     write_traces(tmp_path / "run" / "datasets" / "curated", n=8)
     res = cli("run", "r.yaml", "--tiny", "--only", "train", "--set", "tiny.max_train_steps=2")
     assert res.returncode == 0, res.stderr
+    res = cli("run", "r.yaml", "--tiny", "--only", "eval")  # reuses the train stage's evaluations
+    assert res.returncode == 0, res.stderr
+    table = (tmp_path / "run" / "eval" / "table.md").read_text()
+    assert "before CoT distillation" in table and "CoT-distilled" in table and "answer-only" in table
     res = cli("run", "r.yaml", "--tiny", "--only", "export")
     assert res.returncode == 0, res.stderr
     con = duckdb.connect(str(tmp_path / "run" / "store.duckdb"), read_only=True)
     try:
-        stages = con.execute("SELECT stage, status, steps FROM train_stages ORDER BY position").fetchall()
-        assert [s[0] for s in stages] == ["align", "instruct", "reason"]
+        stages = con.execute("SELECT stage, status, steps FROM train_stages ORDER BY position, rowid").fetchall()
+        assert [s[0] for s in stages] == ["align", "instruct", "reason", "reason-answer-only"]
         assert all(s[1] == "done" and 1 <= s[2] <= 2 for s in stages), stages  # tiny.max_train_steps caps
-        evals = con.execute("SELECT after_stage, seeds FROM eval_runs ORDER BY rowid").fetchall()
-        assert evals == [("before", 3), ("after-align", 3), ("after-instruct", 3), ("after-reason", 3)]
+        assert stages[2][2] == stages[3][2]  # the answer-only twin: the same steps
+        runs = dict(con.execute("SELECT id, stage FROM stage_runs").fetchall())
+        evals = [(runs[r], a, n) for r, a, n in con.execute(
+            "SELECT stage_run, after_stage, seeds FROM eval_runs ORDER BY rowid").fetchall()]
+        students = [("before", 3), ("after-align", 3), ("after-instruct", 3), ("after-reason", 3),
+                    ("after-reason-answer-only", 3)]
+        assert evals == [("train", *e) for e in students] + [("eval", *e) for e in students] + [
+            ("export", "gguf-q8_0", 3)]
+        # the eval stage reused the train stage's evaluations: identical outputs
+        outputs = con.execute("""SELECT r.stage, o.after_stage, o.seed_id, o.output FROM eval_outputs o
+                                 JOIN stage_runs r ON r.id = o.stage_run WHERE r.stage != 'export'""").fetchall()
+        by_stage = {st: sorted(o[1:] for o in outputs if o[0] == st) for st in ("train", "eval")}
+        assert by_stage["train"] == by_stage["eval"]
         held = {r[0] for r in con.execute("SELECT DISTINCT seed_id FROM eval_outputs").fetchall()}
         test_ids = {r[0] for r in con.execute("SELECT id FROM seeds WHERE split = 'test'").fetchall()}
         assert held <= test_ids
@@ -48,5 +66,8 @@ def test_train_then_export_in_a_run(cli, tmp_path):
     res = cli("report", "run")
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "run" / "report.html").read_text()
-    for section in ("id=training", "id=export", "after-reason", "te.q8_0.gguf", 'alt="training loss"'):
+    for section in ("id=training", "id=export", "after-reason", "te.q8_0.gguf", 'alt="training loss"',
+                    "id=evaluation", "exported q8_0 GGUF", 'alt="held-out accuracy"'):
         assert section in page
+    table = (tmp_path / "run" / "eval" / "table.md").read_text()
+    assert "| exported q8_0 GGUF |" in table

@@ -1,0 +1,69 @@
+"""The ``eval`` stage of a recipe run: every student checkpoint on the held-out seeds, and the table.
+
+It evaluates the train stage's checkpoints (the student before training and after each
+stage, answer-only twins included; ``RUN_DIR/train/summary.json``) on the held-out seeds
+(``eval.splits``, a deterministic sample of ``eval.max_seeds``). An evaluation the train
+stage already made with the same model, seeds and settings is reused, so after a normal
+run this stage costs nothing; with more seeds (``--set eval.max_seeds=1000 --only eval``)
+it measures again without retraining. Results go to ``eval_runs``/``eval_outputs``, and the
+table of :func:`siqkit.evaluate.table.eval_table` (students, teachers on the same seeds,
+the exported GGUF once exported) to ``RUN_DIR/eval/table.md`` and ``table.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from siqkit.errors import SiqkitError
+from siqkit.recipe import Recipe
+from siqkit.store import Store
+
+log = logging.getLogger("siqkit.eval")
+
+
+def write_table(store: Store, run_dir: Path) -> list[dict]:
+    """Write ``RUN_DIR/eval/table.{md,json}`` from the store; return the rows."""
+    from siqkit.evaluate.table import eval_table, markdown
+
+    rows = eval_table(store)
+    if rows:
+        out = run_dir / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(markdown(rows))
+        (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
+def run_eval(store: Store, recipe: Recipe, strict: bool = False) -> dict:
+    from siqkit.evaluate.evaluate import as_seed
+    from siqkit.train.curriculum import evaluate_checkpoint
+    from siqkit.train.data import training_seed_ids
+    from siqkit.train.stage import eval_seeds
+    from siqkit.train.tables import write_results
+
+    if recipe.student is None:
+        log.info("eval: the recipe names no student; nothing to do")
+        return {"evaluated": False}
+    summary_file = recipe.run_dir / "train" / "summary.json"
+    if not summary_file.is_file():
+        raise SiqkitError(f"eval: no trained student ({summary_file} is missing); run the train stage first")
+    summary = json.loads(summary_file.read_text())
+    seeds = [as_seed(s) for s in eval_seeds(store, recipe)]
+    if not seeds:
+        log.info("eval: no held-out seeds in splits %s; nothing to evaluate", ", ".join(recipe.eval.splits))
+        return {"evaluated": False, "seeds": 0}
+    train_ids = training_seed_ids(Path(summary["data_dir"]))
+    student = recipe.student.model_copy(update={"path": Path(summary["student"]), "build": None})
+    models = [("before", summary["student"])] + [(f"after-{s['stage']}", s["merged_dir"])
+                                                 for s in summary["stages"] if s.get("status") == "done"]
+    results = [evaluate_checkpoint(Path(model), label, i, seeds, train_ids, recipe.train, student,
+                                   summary["text_only"], recipe.run_dir / "train")
+               for i, (label, model) in enumerate(models)]
+    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'eval'").fetchone()[0]
+    write_results(store, {"stages": [], "evals": results}, run_id)
+    rows = write_table(store, recipe.run_dir)
+    for r in rows:
+        log.info("eval: %-28s %s", r["model"], "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}")
+    return {"seeds": len(seeds), "accuracy": {r["label"]: r["accuracy"] for r in results}}

@@ -1,0 +1,122 @@
+"""The evaluation table: every model of a run on the same held-out questions, in one place.
+
+:func:`eval_table` reads the run store and returns one row per model, in this order:
+
+- the student after each training stage (and before any), from the newest train or eval
+  run that evaluated it (``eval_runs``), each labelled with what it is: the last stage
+  before the first chain-of-thought stage is the student *before CoT distillation*, a
+  ``<stage>-answer-only`` twin is the *answer-only* comparison (same rows and optimizer
+  steps, answers without reasoning), and the last chain-of-thought stage is the
+  *CoT-distilled* student;
+- each teacher, scored on the same held-out seeds from its own traces (``annotations``):
+  teachers answer the test split during generation, so this costs nothing; with routing,
+  a teacher only answered the seeds routed to it, and ``seeds`` says how many;
+- the exported GGUF run in llama.cpp (the export stage's ``gguf-<quant>`` evaluation).
+
+Accuracy is correct / judged, where judged counts the seeds with a gold answer; a missing
+or unparseable answer counts as wrong. Numbers are whatever the run measured: nothing is
+filtered or rounded before it is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("model", "what", "seeds", "judged", "correct", "accuracy", "format_ok", "mean_reasoning_tokens")
+
+
+def _has_table(store: Any, name: str) -> bool:
+    return bool(store.con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
+def _student_rows(store: Any) -> tuple[list[dict], int | None]:
+    """Rows of the newest train/eval run that evaluated the student, and that run's id."""
+    q = store.con.execute
+    run = q("""SELECT max(e.stage_run) FROM eval_runs e JOIN stage_runs r ON r.id = e.stage_run
+               WHERE r.stage IN ('train', 'eval')""").fetchone()[0]
+    if run is None:
+        return [], None
+    evals = q("""SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
+                 FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()
+    data = dict(q("""SELECT stage, data FROM train_stages WHERE stage_run = (SELECT max(stage_run)
+                     FROM train_stages) AND status = 'done'""").fetchall())
+    cot = [s for s, d in data.items() if d == "cot" and not s.endswith("-answer-only")]
+    order = [s for s in data if not s.endswith("-answer-only")]
+    before_cot = None
+    if cot:
+        first = order.index(cot[0])
+        before_cot = f"after-{order[first - 1]}" if first > 0 else "before"
+    rows = []
+    for label, seeds, judged, correct, acc, fmt, rtok in evals:
+        stage = label.removeprefix("after-")
+        if label == "before":
+            what = "before training"
+        elif stage.endswith("-answer-only"):
+            what = f"answer-only: same rows and steps as {stage.removesuffix('-answer-only')}, no reasoning"
+        else:
+            what = f"after {stage} ({data.get(stage, '?')})"
+        if label == before_cot:
+            what += "; before CoT distillation"
+        if cot and label == f"after-{cot[-1]}":
+            what += "; CoT-distilled"
+        rows.append({"model": f"student {label}", "role": "student", "what": what, "seeds": seeds,
+                     "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
+                     "mean_reasoning_tokens": rtok, "label": label})
+    return rows, run
+
+
+def _teacher_rows(store: Any, run: int) -> list[dict]:
+    """Each teacher on the seeds of the student evaluation ``run``, from its annotated traces."""
+    q = store.con.execute
+    seeds_total = q("SELECT count(DISTINCT seed_id) FROM eval_outputs WHERE stage_run = ?", [run]).fetchone()[0]
+    rows = []
+    for teacher, seeds, judged, correct, fmt, rtok in q(
+        """SELECT g.teacher, count(DISTINCT g.seed_id), count(a.correct), count(*) FILTER (WHERE a.correct),
+                  avg(CASE WHEN g.parse_status = 'ok' THEN 1.0 ELSE 0.0 END), avg(a.reasoning_tokens)
+           FROM generations g JOIN annotations a ON a.key = g.key
+           WHERE g.seed_id IN (SELECT DISTINCT seed_id FROM eval_outputs WHERE stage_run = ?)
+           GROUP BY g.teacher ORDER BY g.teacher""", [run]).fetchall():
+        rows.append({"model": f"teacher {teacher}", "role": "teacher",
+                     "what": f"its traces of the {seeds} of these {seeds_total} seeds routed to it",
+                     "seeds": seeds, "judged": judged, "correct": correct,
+                     "accuracy": correct / judged if judged else None, "format_ok": fmt,
+                     "mean_reasoning_tokens": rtok, "label": f"teacher-{teacher}"})
+    return rows
+
+
+def _gguf_rows(store: Any) -> list[dict]:
+    q = store.con.execute
+    run = q("""SELECT max(e.stage_run) FROM eval_runs e JOIN stage_runs r ON r.id = e.stage_run
+               WHERE r.stage = 'export'""").fetchone()[0]
+    if run is None:
+        return []
+    return [{"model": f"exported {label.removeprefix('gguf-')} GGUF", "role": "gguf",
+             "what": "the exported file in llama.cpp (with its mmproj for images)", "seeds": seeds,
+             "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
+             "mean_reasoning_tokens": rtok, "label": label}
+            for label, seeds, judged, correct, acc, fmt, rtok in q(
+                """SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
+                   FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()]
+
+
+def eval_table(store: Any) -> list[dict]:
+    """The rows described in the module docstring (empty when nothing was evaluated)."""
+    if not _has_table(store, "eval_runs"):
+        return []
+    students, run = _student_rows(store)
+    if run is None:
+        return _gguf_rows(store)
+    return students + _teacher_rows(store, run) + _gguf_rows(store)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table as Markdown, numbers as the store has them (accuracy as a percentage)."""
+    lines = ["| model | what | accuracy | correct / judged | format ok | reasoning tokens |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
+        fmt = "-" if r["format_ok"] is None else f"{r['format_ok']:.0%}"
+        rtok = "-" if r["mean_reasoning_tokens"] is None else f"{r['mean_reasoning_tokens']:.0f}"
+        lines.append(f"| {r['model']} | {r['what']} | {acc} | {r['correct']} / {r['judged']} | {fmt} | {rtok} |")
+    return "\n".join(lines) + "\n"
