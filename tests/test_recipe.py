@@ -137,7 +137,11 @@ def test_overrides_parse_yaml_values_and_create_keys():
 
 
 def test_shipped_recipes_are_valid():
+    """Recipes without environment variables load as they are; the real-model ones, which
+    need checkpoint and data paths, are checked with every variable set in tests/recipes/."""
     recipes = sorted((REPO / "recipes").glob("*.yaml"))
     assert recipes, "the kit ships recipes"
-    for path in recipes:
+    plain = [p for p in recipes if "${" not in p.read_text()]
+    assert any(p.name == "quickstart.yaml" for p in plain)
+    for path in plain:
         load_recipe(path)

@@ -122,15 +122,18 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def substitute_env(node: Any, where: str = "", tiny: bool = False) -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of the recipe.
 
-    With ``tiny``, a string that names an unset variable becomes null instead of an error:
-    a tiny run builds its models and needs no checkpoint paths.
+    With ``tiny``, a string under a model's settings (``teachers``, ``student``,
+    ``export.model``) that names an unset variable becomes null instead of an error: a tiny
+    run builds its models and needs no checkpoint paths. Elsewhere (data paths, the run
+    folder) an unset variable is an error under ``tiny`` too: a smoke test reads real data.
     """
     if isinstance(node, dict):
         return {k: substitute_env(v, _join(where, k), tiny) for k, v in node.items()}
     if isinstance(node, list):
         return [substitute_env(v, f"{where}[{i}]", tiny) for i, v in enumerate(node)]
     if isinstance(node, str):
-        if tiny and any(m.group(2) is None and m.group(1) not in os.environ for m in _ENV.finditer(node)):
+        if tiny and _model_setting(where) and any(
+                m.group(2) is None and m.group(1) not in os.environ for m in _ENV.finditer(node)):
             return None
 
         def repl(m: re.Match) -> str:
@@ -146,6 +149,11 @@ def substitute_env(node: Any, where: str = "", tiny: bool = False) -> Any:
 
         return _ENV.sub(repl, node)
     return node
+
+
+def _model_setting(where: str) -> bool:
+    """A key path inside a model's settings, which --tiny replaces with a twin."""
+    return where.startswith(("teachers[", "student.")) or where == "export.model"
 
 
 def _join(where: str, key: Any) -> str:
