@@ -5,7 +5,8 @@ The same prompts (and, with an mmproj, the same images) go through both runtimes
 - **greedy agreement**: each runtime continues each prompt greedily for ``n_greedy`` tokens;
   we count how many leading tokens agree. A split where the Hugging Face model's top two
   logits are within ``tie_tol`` logit standard deviations is a near-tie that any rounding can
-  flip; it is reported as *excused* rather than as a mismatch.
+  flip; it is reported as *excused* rather than as a mismatch. ``greedy_lead_min`` is the
+  smallest Hugging Face top-1 lead met along the greedy paths (in logit stds).
 - **top-1 agreement**: both runtimes score the same token sequence (prompt + the Hugging Face
   continuation); the share of positions whose arg-max agrees, over all positions and over
   the *decisive* ones (where the Hugging Face lead exceeds ``tie_tol``).
@@ -239,6 +240,7 @@ def _greedy_stats(cases: list[_Case], paths: list[list[int]], n: int) -> dict:
         "greedy_agreement": float(np.mean(prefixes) / n),
         "greedy_excused": int(excused),
         "greedy_mismatched": int(mismatched),
+        "greedy_lead_min": min((float(c.lead[:n].min()) for c in cases if len(c.lead[:n])), default=None),
     }
 
 

@@ -1,10 +1,9 @@
 """The native GGUF writer, checked against the Hugging Face model in llama-cpp-python.
 
-Tiny random models have many near-tied logits, so each check is made sharp on purpose:
-layout checks use a wider init (std 0.1), where a wrong Q/K permutation moves logits by
-several units while f16 rounding moves them by ~1% of a logit std; greedy parity runs
-exactly on f32, and on f16 along paths whose top-1 lead exceeds the rounding noise; q8_0
-top-1 agreement is measured on positions where the fp32 model's lead is not a near-tie.
+Layout checks use random twins with a wider init (std 0.1), where a wrong Q/K permutation
+moves logits by several units while f16 rounding moves them by ~1% of a logit std; greedy
+parity runs exactly on f32 here. The acceptance checks (f16 greedy parity and q8_0 top-1
+agreement over every position, on trained twins) are in test_parity.py.
 """
 
 from __future__ import annotations
@@ -36,17 +35,6 @@ def twins(tmp_path_factory):
     for arch in ARCHS:
         hf = make_tiny(arch, root / arch, hidden=128, intermediate=256, init_std=0.1, seed=1)
         out[arch] = (hf, {dt: write_gguf(hf, root / f"{arch}-{dt}.gguf", dtype=dt) for dt in ("f16", "f32")})
-    return out
-
-
-@pytest.fixture(scope="module")
-def plain_twins(tmp_path_factory):
-    """arch -> (HF folder, {dtype: GGUF}) with the default init: smallest rounding noise."""
-    root = tmp_path_factory.mktemp("gguf_plain")
-    out = {}
-    for arch in ARCHS:
-        hf = make_tiny(arch, root / arch, hidden=128, intermediate=256, seed=1)
-        out[arch] = (hf, {dt: write_gguf(hf, root / f"{arch}-{dt}.gguf", dtype=dt) for dt in ("f16", "q8_0")})
     return out
 
 
@@ -205,52 +193,6 @@ def test_f16_logits_match_on_every_position(twins, arch):
     decisive = (top2[:, 1] - top2[:, 0]) >= 0.02 * ref.std(-1)
     agree = ref.argmax(-1) == got.argmax(-1)
     assert agree[decisive].all() and agree.mean() >= 0.97
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_f16_greedy_equals_transformers(plain_twins, arch):
-    """f16 GGUF greedy == HF fp32 greedy for 40 tokens, on paths without near-ties.
-
-    f16 rounding moves these twins' logits by at most ~0.4% of a logit std, while random
-    weights put near-ties on most 40-token paths; a path is used when the fp32 model leads
-    by at least 1.5% of a std at every step, so the check holds on any CPU's rounding.
-    """
-    hf_dir, files = plain_twins[arch]
-    tok = AutoTokenizer.from_pretrained(hf_dir)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
-    clear = []
-    for prompt in default_corpus(120, seed=5)[:40]:
-        ids = tok(prompt)["input_ids"][:24]
-        ref, lead = _hf_greedy(model, ids)
-        if lead.min() >= 0.015:
-            clear.append((ids, ref))
-        if len(clear) == 3:
-            break
-    assert clear, "no 40-token greedy path without near-ties among the candidate prompts"
-    llm = _llama(files["f16"])
-    try:
-        for ids, ref in clear:
-            assert _cpp_greedy(llm, ids) == ref
-    finally:
-        llm.close()
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_q8_0_top1_agreement(plain_twins, arch):
-    hf_dir, files = plain_twins[arch]
-    path = files["q8_0"]
-    reader, kv = _fields(path)
-    assert kv["general.file_type"] == int(gguf.LlamaFileType.MOSTLY_Q8_0)
-    up = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
-    assert up.tensor_type == gguf.GGMLQuantizationType.Q8_0
-    ids = _prompt_ids(AutoTokenizer.from_pretrained(hf_dir))
-    ref, got = _hf_logits(hf_dir, ids), _cpp_logits(path, ids)
-    top2 = np.sort(ref, -1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) >= 0.05 * ref.std(-1)
-    agree = ref.argmax(-1) == got.argmax(-1)
-    assert decisive.mean() > 0.6, "too few positions with a clear top-1 to measure"
-    assert agree[decisive].mean() >= 0.99
-    assert agree.mean() >= 0.9  # near-ties included
 
 
 def _favour_eos(hf_dir, tok, ids, step=3):

@@ -1,7 +1,9 @@
 """k-quants through llama.cpp's quantizer, and what they keep of the model.
 
-q4_k_m is measured on a twin wide enough for k-quant blocks (hidden 256 = one 256-value block
-per row) and briefly trained, so that its top-1 choices have margins as a real model's do.
+The k-quants are measured on the qwen3 parity twin, which is wide enough for them (hidden
+256: one whole 256-value block per row; narrower rows fall back to 32-value types) and trained
+until it knows a passage of the built-in corpus, so that its top-1 choices have clear margins
+as a real model's do (``trained`` in conftest).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import gguf
 import numpy as np
 import pytest
 
-from siqkit.export import QuantizeError, quantize_gguf, tensor_types, verify_gguf, write_gguf
+from siqkit.export import QuantizeError, quantize_gguf, tensor_types, write_gguf
 from siqkit.export.runtime import eval_logits, open_llama
-from siqkit.export.verify import HFReference
 from siqkit.models.tiny import make_tiny
-from siqkit.models.tokenizer import default_corpus
+
+from .conftest import figures
+
+WIDE = "qwen3"
+"""A parity twin with hidden 256."""
 
 
 def _file_type(path) -> int:
@@ -22,22 +27,14 @@ def _file_type(path) -> int:
 
 
 @pytest.fixture(scope="module")
-def quants(trained, export_root):
-    """arch -> (HF folder, {quant: GGUF}) for the trained wide twins."""
-    out = {}
-    for arch in ("qwen3", "llama"):
-        hf = trained(arch)
-        f16 = write_gguf(hf, export_root / f"q-{arch}.f16.gguf", "f16")
-        files = {"f16": f16}
-        for q in ("q4_k_m", "q5_k_m", "q6_k"):
-            files[q] = quantize_gguf(f16, export_root / f"q-{arch}.{q}.gguf", q)
-        files["q8_0"] = write_gguf(hf, export_root / f"q-{arch}.q8_0.gguf", "q8_0")
-        out[arch] = (hf, files)
-    return out
+def quants(parity):
+    """{quant: GGUF} of the wide parity twin."""
+    return {q: parity.path(WIDE, q) for q in ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")}
 
 
 def test_k_quants_use_llama_cpp_types(quants):
-    _, files = quants["qwen3"]
+    files = quants
+    assert gguf.GGUFReader(files["f16"]).fields["qwen3.embedding_length"].contents() == 256
     assert _file_type(files["q4_k_m"]) == 15 and _file_type(files["q5_k_m"]) == 17 and _file_type(files["q6_k"]) == 18
     types = tensor_types(files["q4_k_m"])
     assert types.get("Q4_K", 0) > 0 and types.get("Q6_K", 0) > 0  # q4_k_m mixes in q6_k for sensitive tensors
@@ -47,23 +44,20 @@ def test_k_quants_use_llama_cpp_types(quants):
     assert sizes == sorted(sizes, reverse=True)
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "llama"])
-def test_quant_top1_agreement(quants, arch):
-    """Acceptance: q8_0 top-1 agreement >= 0.99, q4_k_m >= 0.90 with the Hugging Face model.
+@pytest.mark.parametrize("quant,bar", [("q4_k_m", 0.90), ("q5_k_m", 0.92), ("q6_k", 0.95)])
+def test_quant_top1_agreement(parity, quant, bar):
+    """Acceptance: q4_k_m top-1 agreement >= 0.90 with the Hugging Face model over every position.
 
-    Measured on ~530 positions of text like the twin's training text: q4_k_m agrees on
-    0.96-0.97 of all positions and 0.99 of the decisive ones; q8_0 on all decisive ones.
+    q5_k_m and q6_k are held to ``verify_gguf``'s bars (0.92, 0.95), likewise over every position
+    of the parity prompts (~440, near-ties included), on a hidden-256 twin (its q8_0 is checked
+    in test_parity.py). Measured over three seeds: q4_k_m 0.991-1.000, q5_k_m 0.998-1.000,
+    q6_k 0.998-1.000.
     """
-    hf, files = quants[arch]
-    ref = HFReference(hf, n_greedy=16)
-    prompts = [" ".join(default_corpus(40, seed=s)[:6]) for s in (11, 12, 13)]
-    for quant, bar in {"q8_0": 0.99, "q6_k": 0.95, "q4_k_m": 0.90}.items():
-        s = verify_gguf(files[quant], hf, prompts=prompts, chat=False, reference=ref, save=False)
-        assert s["quant"] == quant
-        assert s["text"]["positions"] > 400
-        assert s["text"]["top1_decisive"] >= bar, (quant, s["text"])
-        assert s["text"]["top1"] >= 0.90, (quant, s["text"])  # near-ties included
-        assert s["passed"], s["failures"]
+    s = parity(WIDE, quant)
+    assert s["quant"] == quant
+    assert s["text"]["positions"] >= 400
+    assert s["text"]["top1"] >= bar, figures(s["text"])
+    assert s["passed"], s["failures"]
 
 
 def test_narrow_model_falls_back_per_tensor(tmp_path):
@@ -82,7 +76,7 @@ def test_narrow_model_falls_back_per_tensor(tmp_path):
 
 
 def test_quantize_errors(tmp_path, quants):
-    _, files = quants["qwen3"]
+    files = quants
     with pytest.raises(QuantizeError, match="choose one of"):
         quantize_gguf(files["f16"], tmp_path / "x.gguf", "q3_k_s")
     with pytest.raises(QuantizeError, match="written directly"):

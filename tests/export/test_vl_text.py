@@ -2,7 +2,8 @@
 
 Their text models map onto llama.cpp's qwen2vl (M-RoPE sections), qwen3vl (interleaved
 M-RoPE, deepstack inputs) and llama architectures; without images M-RoPE reduces to plain
-RoPE in both runtimes, so greedy decoding must match token for token.
+RoPE in both runtimes, so the logits must match at every position. f16 greedy parity and q8_0
+top-1 agreement on trained twins of these architectures are in test_parity.py.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
-from siqkit.export import verify_gguf, write_gguf
+from siqkit.export import write_gguf
 from siqkit.export.runtime import eval_logits, open_llama
-from siqkit.export.verify import HFReference
 from siqkit.models.tiny import load_tiny, make_tiny
 from siqkit.models.tokenizer import default_corpus
 
@@ -60,18 +60,6 @@ def test_f32_logits_match(wide, arch):
     finally:
         llm.close()
     assert np.abs(got - ref).max() < 0.01 * ref.std()
-
-
-@pytest.mark.parametrize("arch", VL)
-def test_f16_greedy_parity(export_root, arch):
-    """Acceptance: the f16 GGUF follows the Hugging Face greedy output for 32 tokens."""
-    hf = make_tiny(arch, export_root / f"vlg-{arch}", hidden=128, intermediate=256, seed=2)
-    path = write_gguf(hf, export_root / f"vlg-{arch}.f16.gguf", "f16")
-    s = verify_gguf(path, hf, reference=HFReference(hf, n_greedy=32), save=False)
-    assert s["passed"], s["failures"]
-    t = s["text"]
-    assert t["greedy_mismatched"] == 0 and t["top1_decisive"] == 1.0
-    assert t["greedy_prefix_min"] == 32 or t["greedy_excused"], t
 
 
 def test_chat_stops_at_end_of_turn(export_root):
