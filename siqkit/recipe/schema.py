@@ -263,6 +263,10 @@ class ExportConfig(_Model):
     mmproj: bool = True  # also write the vision tower (f16) when the architecture has one
     verify: bool = True  # compare with the Hugging Face model in llama-cpp-python; f16 must match
     evaluate: bool = True  # held-out accuracy of the exported file in llama-cpp-python (the student's eval seeds)
+    # A quant below its agreement bar (q8_0 0.99, k-quants 0.90 top-1) fails the stage; false
+    # logs it as a warning and keeps the files (f16 must still match exactly). For students
+    # too small or too briefly trained to have confident token choices.
+    require_quant_agreement: bool = True
     name: str | None = None  # file name stem; default: run.name
     model: Path | None = None  # export this model folder instead of the train stage's final model
 
