@@ -283,15 +283,16 @@ def print_summary(s: dict) -> None:
         out.print(t)
     rows = s.get("evaluation") or []
     if rows:
+        from siqkit.evaluate.table import cells
+
         seeds = max(((r["seeds"] or 0) for r in rows if r["role"] == "student"), default=0)
         t = Table(title=f"held-out accuracy: the same {seeds:,} test questions for every model",
                   caption="accuracy = correct / questions with a gold answer; a missing answer counts as wrong")
         for col in ("model", "what", "accuracy", "correct", "format ok", "reasoning tokens"):
             t.add_column(col, justify="left" if col in ("model", "what") else "right")
         for r in rows:
-            t.add_row(r["model"], r["what"], "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}",
-                      f"{r['correct']:,} / {r['judged']:,}", "-" if r["format_ok"] is None else f"{r['format_ok']:.0%}",
-                      "-" if r["mean_reasoning_tokens"] is None else f"{r['mean_reasoning_tokens']:.0f}")
+            c = cells(r)
+            t.add_row(r["model"], r["what"], c["accuracy"], c["correct"], c["format_ok"], c["reasoning_tokens"])
         out.print(t)
 
 

@@ -200,11 +200,13 @@ class Store:
         store._check_schema(create=not read_only)
         return store
 
+    def has_table(self, name: str) -> bool:
+        """Whether the store has table ``name`` (stages create some of theirs on first use)."""
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
     def _check_schema(self, create: bool) -> None:
-        has_meta = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
-        if has_meta:
+        if self.has_table("meta"):
             row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             found = int(row[0]) if row else None
             if found != SCHEMA_VERSION:

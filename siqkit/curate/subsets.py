@@ -17,8 +17,7 @@ def subset_keys(store: Store, difficulty: list[str] | None = None, labels: list[
                 max: int | None = None, require_curation: bool = True) -> list[str]:  # noqa: A002
     """Keys of the curated traces that match, best first. Without a curated run (and
     ``require_curation``), a :class:`StoreError` says to run the stage."""
-    has = store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'curation'").fetchone()[0]
+    has = store.has_table("curation")
     if not has and not require_curation:
         return []
     if require_curation and (not has or not store.con.execute("SELECT count(*) FROM curation").fetchone()[0]):

@@ -25,20 +25,24 @@ from typing import Any
 COLUMNS = ("model", "what", "seeds", "judged", "correct", "accuracy", "format_ok", "mean_reasoning_tokens")
 
 
-def _has_table(store: Any, name: str) -> bool:
-    return bool(store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+def _newest_evals(store: Any, stages: list[str]) -> tuple[int | None, list[tuple]]:
+    """The newest run of one of ``stages`` that wrote evaluations, and those evaluations
+    (label, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens), in order."""
+    q = store.con.execute
+    run = q("""SELECT max(e.stage_run) FROM eval_runs e JOIN stage_runs r ON r.id = e.stage_run
+               WHERE list_contains(?, r.stage)""", [stages]).fetchone()[0]
+    if run is None:
+        return None, []
+    return run, q("""SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
+                     FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()
 
 
 def _student_rows(store: Any) -> tuple[list[dict], int | None]:
     """Rows of the newest train/eval run that evaluated the student, and that run's id."""
     q = store.con.execute
-    run = q("""SELECT max(e.stage_run) FROM eval_runs e JOIN stage_runs r ON r.id = e.stage_run
-               WHERE r.stage IN ('train', 'eval')""").fetchone()[0]
+    run, evals = _newest_evals(store, ["train", "eval"])
     if run is None:
         return [], None
-    evals = q("""SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
-                 FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()
     data = dict(q("""SELECT stage, data FROM train_stages WHERE stage_run = (SELECT max(stage_run)
                      FROM train_stages) AND status = 'done'""").fetchall())
     cot = [s for s, d in data.items() if d == "cot" and not s.endswith("-answer-only")]
@@ -86,23 +90,16 @@ def _teacher_rows(store: Any, run: int) -> list[dict]:
 
 
 def _gguf_rows(store: Any) -> list[dict]:
-    q = store.con.execute
-    run = q("""SELECT max(e.stage_run) FROM eval_runs e JOIN stage_runs r ON r.id = e.stage_run
-               WHERE r.stage = 'export'""").fetchone()[0]
-    if run is None:
-        return []
     return [{"model": f"exported {label.removeprefix('gguf-')} GGUF", "role": "gguf",
              "what": "the exported file in llama.cpp (with its mmproj for images)", "seeds": seeds,
              "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
              "mean_reasoning_tokens": rtok, "label": label}
-            for label, seeds, judged, correct, acc, fmt, rtok in q(
-                """SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
-                   FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()]
+            for label, seeds, judged, correct, acc, fmt, rtok in _newest_evals(store, ["export"])[1]]
 
 
 def eval_table(store: Any) -> list[dict]:
     """The rows described in the module docstring (empty when nothing was evaluated)."""
-    if not _has_table(store, "eval_runs"):
+    if not store.has_table("eval_runs"):
         return []
     students, run = _student_rows(store)
     if run is None:
@@ -110,13 +107,21 @@ def eval_table(store: Any) -> list[dict]:
     return students + _teacher_rows(store, run) + _gguf_rows(store)
 
 
+def cells(row: dict) -> dict[str, str]:
+    """A row's numbers as text, the same in every view: accuracy as a percentage, "-" when absent."""
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    return {"accuracy": fmt(row["accuracy"], ".1%"), "correct": f"{row['correct']:,} / {row['judged']:,}",
+            "format_ok": fmt(row["format_ok"], ".0%"), "reasoning_tokens": fmt(row["mean_reasoning_tokens"], ".0f")}
+
+
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown, numbers as the store has them (accuracy as a percentage)."""
     lines = ["| model | what | accuracy | correct / judged | format ok | reasoning tokens |",
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
-        fmt = "-" if r["format_ok"] is None else f"{r['format_ok']:.0%}"
-        rtok = "-" if r["mean_reasoning_tokens"] is None else f"{r['mean_reasoning_tokens']:.0f}"
-        lines.append(f"| {r['model']} | {r['what']} | {acc} | {r['correct']} / {r['judged']} | {fmt} | {rtok} |")
+        c = cells(r)
+        lines.append(f"| {r['model']} | {r['what']} | {c['accuracy']} | {c['correct']} | {c['format_ok']} "
+                     f"| {c['reasoning_tokens']} |")
     return "\n".join(lines) + "\n"

@@ -53,11 +53,6 @@ def _table(head: list[str], rows: list[list], numeric: set[int] = frozenset()) -
     return "".join(out) + "</table>"
 
 
-def _has(store: Store, table: str) -> bool:
-    return bool(store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
-
-
 def build_report(run_dir: str | Path, out: str | Path | None = None, examples: int = 12) -> Path:
     """Write the report (default ``RUN_DIR/report.html``) and return its path."""
     run_dir = Path(run_dir)
@@ -198,18 +193,15 @@ def _curation(store: Store) -> str:
 
 def _evaluation(store: Store) -> str:
     """The evaluation table (students, teachers, exported GGUF on the same held-out seeds)."""
-    from siqkit.evaluate.table import eval_table
+    from siqkit.evaluate.table import cells, eval_table
 
     rows = eval_table(store)
     if not rows:
         return ""
     judged = [(r["model"], r["role"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
     plot = _img(plots.accuracy_bars(judged, "held-out accuracy"), "held-out accuracy") if judged else ""
-    table = _table(["model", "what", "accuracy", "correct", "judged", "format ok", "reasoning tokens"],
-                   [[r["model"], r["what"], "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}", r["correct"],
-                     r["judged"], "-" if r["format_ok"] is None else f"{r['format_ok']:.0%}",
-                     "-" if r["mean_reasoning_tokens"] is None else f"{r['mean_reasoning_tokens']:.0f}"]
-                    for r in rows], {3, 4})
+    table = _table(["model", "what", "accuracy", "correct / judged", "format ok", "reasoning tokens"],
+                   [[r["model"], r["what"], *cells(r).values()] for r in rows], {2, 3, 4, 5})
     return ("<section id=evaluation><h2>Held-out evaluation</h2><p>Every model on the same test questions, "
             "never trained on; teachers only on the questions routed to them.</p><div class=plots>" + plot
             + "</div>" + table + "</section>")
@@ -217,7 +209,7 @@ def _evaluation(store: Store) -> str:
 
 def _training(store: Store) -> str:
     """Loss curves of the student's stages and its held-out evaluations (latest train run)."""
-    if not _has(store, "train_steps"):
+    if not store.has_table("train_steps"):
         return ""
     run = store.con.execute("SELECT max(stage_run) FROM train_steps").fetchone()[0]
     series: dict[str, list[tuple[float, float]]] = {}

@@ -81,6 +81,13 @@ def assert_every_stage_finished(res: subprocess.CompletedProcess, run_dir: Path,
     assert status == {s: "done" for s in STAGES}
 
 
+@pytest.mark.parametrize("recipe", ["qwen3vl-2b", "qwen3-1.7b-text", "qwen3vl-2b-round2"])
+def test_tiny_runs_every_stage(tiny_run, record_property, recipe):
+    res, run_dir, seconds = tiny_run(recipe)
+    record_property("tiny_seconds", round(seconds, 1))
+    assert_every_stage_finished(res, run_dir, seconds)
+
+
 def traces(run_dir: Path) -> list[tuple]:
     """(teacher, identity, seed id, finish_reason) of every generation."""
     return query(run_dir, "SELECT teacher, teacher_identity, seed_id, finish_reason FROM generations")
@@ -150,12 +157,6 @@ def qwen3vl_2b_teacher(source: str, question: str) -> str:
     return "thinker"
 
 
-def test_qwen3vl_2b_tiny_runs_every_stage(tiny_run, record_property):
-    res, run_dir, seconds = tiny_run("qwen3vl-2b")
-    record_property("tiny_seconds", round(seconds, 1))
-    assert_every_stage_finished(res, run_dir, seconds)
-
-
 def test_qwen3vl_2b_tiny_routes_trains_and_exports(tiny_run):
     _, run_dir, _ = tiny_run("qwen3vl-2b")
     seeds = dict(query(run_dir, "SELECT source || '/' || split, count(*) FROM seeds WHERE selected GROUP BY 1"))
@@ -182,12 +183,6 @@ def test_qwen3vl_2b_tiny_routes_trains_and_exports(tiny_run):
 
 def text_teacher(source: str, question: str) -> str:
     return {"easy_vqa": "perception", "digits": "digit_reader", "docvqa": "ocr"}.get(source, "thinker")
-
-
-def test_qwen3_1_7b_text_tiny_runs_every_stage(tiny_run, record_property):
-    res, run_dir, seconds = tiny_run("qwen3-1.7b-text")
-    record_property("tiny_seconds", round(seconds, 1))
-    assert_every_stage_finished(res, run_dir, seconds)
 
 
 def test_qwen3_1_7b_text_tiny_trains_a_text_student_on_image_text(tiny_run):
@@ -219,12 +214,6 @@ def test_qwen3_1_7b_text_tiny_trains_a_text_student_on_image_text(tiny_run):
 
 def round2_teacher(source: str, question: str) -> str:
     return "digit_reader" if source == "digits" else "round1"
-
-
-def test_qwen3vl_2b_round2_tiny_runs_every_stage(tiny_run, record_property):
-    res, run_dir, seconds = tiny_run("qwen3vl-2b-round2")
-    record_property("tiny_seconds", round(seconds, 1))
-    assert_every_stage_finished(res, run_dir, seconds)
 
 
 def test_qwen3vl_2b_round2_tiny_the_gguf_teacher_generates_the_traces(tiny_run):
