@@ -1,6 +1,6 @@
 """The README's main job, end to end: ``siqkit run recipes/quickstart.yaml`` in a fresh folder.
 
-Slow (about 12 minutes on 2 CPU cores), so it is marked ``slow``: ``.ci/run`` runs it after
+Slow (about 7 minutes on 2 CPU cores), so it is marked ``slow``: ``.ci/run`` runs it after
 the default suite (``python -m pytest -m slow``). It checks what the issue promises a user:
 every stage finishes, the held-out table is printed, the exported q4_k_m GGUF and its
 mmproj are written and checked (f16 must match exactly), and the table has every row. The
