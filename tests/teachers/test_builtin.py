@@ -8,6 +8,7 @@ metadata is removed. Accuracy must be useful but below 1: the errors are real mi
 from __future__ import annotations
 
 import io
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -117,6 +118,45 @@ def test_perception_question_forms(question, shape, fill, answer):
     assert out.completion_tokens == len(out.text.split())
 
 
+def test_perception_brief_detail_keeps_the_answers_and_drops_the_measurements(evqa):
+    batch = [inp(str(n), q, im) for n, (q, _, im) in enumerate(evqa[:200])]
+    full, brief = EasyVQATeacher().generate(batch), EasyVQATeacher(detail="brief").generate(batch)
+    assert [parse_cot(o.text).answer for o in brief] == [parse_cot(o.text).answer for o in full]
+    for o in brief:
+        reasoning = parse_cot(o.text).reasoning
+        assert not re.search(r"\d", reasoning), reasoning  # no RGB values, pixel counts or ratios
+        assert re.search(r"^I see a \w+ (circle|rectangle|triangle)\.$", reasoning, re.M), reasoning
+    assert sum(len(o.text.split()) for o in brief) < sum(len(o.text.split()) for o in full) / 2
+
+
+@pytest.mark.parametrize("question,fill,lines", [
+    ("is there a red shape?", "yellow",
+     ["The question asks about a red shape.", "I see a yellow circle.",
+      "Its colour is yellow, not red, so there is no red shape."]),
+    ("does the image not contain a circle?", "blue",
+     ["The question asks about a circle.", "I see a blue circle.",
+      "It is a circle, so there is a circle.",
+      "The question is negated (it asks whether there is no circle), so the answer flips to no."]),
+    ("what color is the shape?", "blue",
+     ["The question asks for its colour.", "I see a blue circle.", "So its colour is blue."]),
+    ("what shape is in the image?", "red",
+     ["The question asks for its shape.", "I see a red circle.", "So it is a circle."]),
+    ("describe the picture", "red",
+     ["The question does not ask for a colour, a shape or a yes/no check.", "I see a red circle.",
+      "So I describe the shape."]),
+])
+def test_perception_brief_traces(question, fill, lines):
+    out = EasyVQATeacher(detail="brief").generate([inp("k", question, drawn("circle", fill))])[0]
+    assert parse_cot(out.text).reasoning.splitlines() == lines
+
+
+def test_builtin_teachers_reject_an_unknown_detail():
+    with pytest.raises(ValueError, match="detail must be one of full, brief"):
+        EasyVQATeacher(detail="short")
+    with pytest.raises(ValueError, match="detail must be one of full, brief"):
+        DigitTeacher(detail="short")
+
+
 def test_perception_unknown_question_describes_the_shape():
     out = perception.generate([inp("k", "describe the picture", drawn("rectangle", "red"))])[0]
     assert parse_cot(out.text).answer == "a red rectangle"
@@ -176,6 +216,19 @@ def test_digit_reader_accuracy_on_composed_test_images(digit_test):
     # Its own style: numbered steps and an "Answer:" line, no think tags.
     assert "<think>" not in text and text.startswith("1. ") and "\n\nAnswer: " in text
     assert outputs[0].completion_tokens == len(text.split())
+
+
+def test_digit_reader_brief_detail(digit_test):
+    seeds = digit_test[:60]
+    full = DigitTeacher().generate(digit_batch(seeds))
+    brief = PythonTeacher(SimpleNamespace(
+        name="d", callable="siqkit.teachers.builtin.digit_reader:DigitTeacher",
+        options={"detail": "brief"})).generate(digit_batch(seeds))
+    assert [parse_cot(o.text).answer for o in brief] == [parse_cot(o.text).answer for o in full]
+    for f, b in zip(full, brief):
+        a, c = re.findall(r"So the (?:first|second) number is (\d+)\.", f.text)
+        assert b.text.startswith(f"1. The numbers are {a} and {c}.\n2. ")
+        assert b.text.endswith(f"\n\nAnswer: {parse_cot(f.text).answer}") and b.text.count("\n") == 3
 
 
 def test_digit_reader_trains_only_on_the_train_glyph_pool():

@@ -22,8 +22,9 @@ seed's metadata, which lists the numbers). Steps:
 
 Output: numbered steps, then a final ``Answer: N`` line (no think tags, unlike the
 perception teacher), which :func:`siqkit.teachers.parse.parse_cot` reads as reasoning
-and answer. With ``temperature > 0`` or ``sample_index > 0`` the wording varies, seeded
-by the input key; the reading and the answer never do.
+and answer; ``detail: brief`` gives two steps, the numbers and the sum. With
+``temperature > 0`` or ``sample_index > 0`` the wording varies, seeded by the input
+key; the reading and the answer never do.
 
 The module-level :func:`generate` assumes the recipe defaults (``seed: 0``,
 ``test_fraction: 0.25``). For a run with other values, use
@@ -134,12 +135,30 @@ def _glyphs(number, say: Phrasing) -> str:
     return "; ".join(parts)
 
 
-def solve(question: str, reading: Reading, say: Phrasing) -> tuple[list[str], int]:
-    """Numbered reasoning steps and the result; ValueError when the operation is unknown."""
+DETAILS = ("full", "brief")
+
+
+def solve(question: str, reading: Reading, say: Phrasing, detail: str = "full") -> tuple[list[str], int]:
+    """Numbered reasoning steps and the result; ValueError when the operation is unknown.
+
+    ``detail="full"`` shows the layout check and every glyph with its confidence;
+    ``detail="brief"`` states the two numbers and the sum in two steps.
+    """
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
     op = operation_of(question)
     if op is None:
         raise ValueError("the question names no sum, difference or product")
     a, b = reading.values
+    if op == "add":
+        result, work = a + b, f"{a} + {b} = {a + b}"
+    elif op == "multiply":
+        result, work = a * b, f"{a} × {b} = {a * b}"
+    else:
+        hi, lo = max(a, b), min(a, b)
+        result, work = hi - lo, f"{hi} - {lo} = {hi - lo}"
+    if detail == "brief":
+        return [f"The numbers are {a} and {b}.", f"{work}."], result
     first, second = reading.numbers
     gap = "empty, as expected" if reading.gap_is_empty else "not empty, which is unexpected"
     steps = [
@@ -153,14 +172,10 @@ def solve(question: str, reading: Reading, say: Phrasing) -> tuple[list[str], in
         f"Second number: {_glyphs(second, say)}. So the second number is {b}.",
     ]
     if op == "add":
-        result, work = a + b, f"{a} + {b} = {a + b}"
         steps.append(say.pick(f"The question asks for the sum: {work}.", f"Adding them: {work}."))
     elif op == "multiply":
-        result, work = a * b, f"{a} × {b} = {a * b}"
         steps.append(say.pick(f"The question asks for the product: {work}.", f"Multiplying them: {work}."))
     else:
-        hi, lo = max(a, b), min(a, b)
-        result, work = hi - lo, f"{hi} - {lo} = {hi - lo}"
         steps.append(say.pick(f"The larger number minus the smaller one: {work}.",
                               f"Subtracting the smaller number from the larger: {work}."))
     return steps, result
@@ -171,8 +186,10 @@ class DigitTeacher:
 
     name = "digit-reader"
 
-    def __init__(self, seed: int = 0, test_fraction: float = 0.25) -> None:
-        self.seed, self.test_fraction = int(seed), float(test_fraction)
+    def __init__(self, seed: int = 0, test_fraction: float = 0.25, detail: str = "full") -> None:
+        if detail not in DETAILS:
+            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+        self.seed, self.test_fraction, self.detail = int(seed), float(test_fraction), detail
 
     @property
     def model(self):
@@ -209,7 +226,7 @@ class DigitTeacher:
 
     def _answer(self, inp: TeacherInput, reading: Reading) -> TeacherOutput:
         try:
-            steps, result = solve(inp.question, reading, Phrasing.for_input(inp))
+            steps, result = solve(inp.question, reading, Phrasing.for_input(inp), self.detail)
         except ValueError as exc:
             return failure_output(inp, str(exc))
         text = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)) + f"\n\nAnswer: {result}"

@@ -26,7 +26,10 @@ there not ...", "is no ... present", "does the image not contain ..."). Anything
 gets a description of the shape as its answer.
 
 Output: ``<think>`` with one observation per line, then the bare answer after
-``</think>``. With ``temperature > 0`` or ``sample_index > 0`` the wording varies,
+``</think>``. ``detail: brief`` keeps the conclusions and drops the measurements
+("The question asks about a red shape." / "I see a teal circle." / "Its colour is teal,
+not red, so there is no red shape.").
+With ``temperature > 0`` or ``sample_index > 0`` the wording varies,
 seeded by the input key; the measurements and the answer never do.
 """
 
@@ -109,8 +112,21 @@ def _find(words: list[str], table: dict[str, str]) -> str | None:
     return None
 
 
-def answer_question(question: str, obs: Observation, say: Phrasing) -> tuple[list[str], str]:
-    """Reasoning lines and the answer for ``question`` given the measurements."""
+DETAILS = ("full", "brief")
+
+
+def answer_question(question: str, obs: Observation, say: Phrasing,
+                    detail: str = "full") -> tuple[list[str], str]:
+    """Reasoning lines and the answer for ``question`` given the measurements.
+
+    ``detail="full"`` shows the measurements (background, pixel counts, mean RGB, fill
+    ratio) behind each conclusion; ``detail="brief"`` states the conclusions only, in a
+    few short sentences: what the question asks, what the image shows, and why the
+    answer follows. The answer is the same either way.
+    """
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    brief = detail == "brief"
     q = question.lower().strip()
     words = re.findall(r"[a-z]+", q)
     color_word, shape_word = _find(words, _COLOR_WORDS), _find(words, _SHAPE_WORDS)
@@ -120,31 +136,45 @@ def answer_question(question: str, obs: Observation, say: Phrasing) -> tuple[lis
     )
     yes_no = bool(re.match(r"(is|are|does|do|can)\b", q))
 
-    lines = [say.pick(
-        f"The background is a nearly uniform light colour, about {_rgb(obs.background)}, "
-        "taken from the image border.",
-        f"Judging from the border, the background colour is about {_rgb(obs.background)}.",
-    ), say.pick(
-        f"{obs.pixels} pixels ({100 * obs.pixels / obs.total:.1f}% of the image) differ clearly from it; "
-        f"they form one shape spanning {obs.width}x{obs.height} px.",
-        f"One region of {obs.pixels} pixels stands out from the background; its bounding box is "
-        f"{obs.width} px wide and {obs.height} px tall.",
-    )]
-    color_line = say.pick(
-        f"The mean colour of the shape's pixels is {_rgb(obs.mean_rgb)}. The closest named colour is "
-        f"{obs.color} (distance {obs.color_dist:.0f}); the next closest is {obs.runner_up} "
-        f"(distance {obs.runner_up_dist:.0f}). So the shape is {obs.color}.",
-        f"Averaging the shape's pixels gives {_rgb(obs.mean_rgb)}, which is nearest to {obs.color} "
-        f"(distance {obs.color_dist:.0f}, against {obs.runner_up_dist:.0f} for {obs.runner_up}). "
-        f"The shape is {obs.color}.",
-    )
-    edge = " It touches the image edge, so part of it may be cut off." if obs.touches_edge else ""
-    shape_line = say.pick(
-        f"The shape fills {100 * obs.fill:.0f}% of its bounding box. A rectangle would fill about 100%, "
-        f"a circle about 79% and a triangle about 50%, so it is a {obs.shape}.{edge}",
-        f"Fill ratio: {obs.pixels} of {obs.width * obs.height} bounding-box pixels ({100 * obs.fill:.0f}%). "
-        f"That is closest to a {obs.shape} (rectangle ~100%, circle ~79%, triangle ~50%).{edge}",
-    )
+    if brief:
+        # The question first, then the look, then the check: each line copies from the one
+        # source it needs (the question, the image, the two lines above).
+        seen = say.pick(f"I see a {obs.color} {obs.shape}.", f"The image shows a {obs.color} {obs.shape}.")
+        if yes_no and (color_word or shape_word):
+            thing = " ".join(w for w in (color_word, shape_word or "shape") if w)
+            lines = [f"The question asks about a {thing}.", seen]
+        elif asks_color or asks_shape:
+            lines = [f"The question asks for its {'colour' if asks_color else 'shape'}.", seen]
+        else:
+            lines = ["The question does not ask for a colour, a shape or a yes/no check.", seen]
+        color_line = f"So its colour is {obs.color}."
+        shape_line = f"So it is a {obs.shape}."
+    else:
+        lines = [say.pick(
+            f"The background is a nearly uniform light colour, about {_rgb(obs.background)}, "
+            "taken from the image border.",
+            f"Judging from the border, the background colour is about {_rgb(obs.background)}.",
+        ), say.pick(
+            f"{obs.pixels} pixels ({100 * obs.pixels / obs.total:.1f}% of the image) differ clearly from it; "
+            f"they form one shape spanning {obs.width}x{obs.height} px.",
+            f"One region of {obs.pixels} pixels stands out from the background; its bounding box is "
+            f"{obs.width} px wide and {obs.height} px tall.",
+        )]
+        color_line = say.pick(
+            f"The mean colour of the shape's pixels is {_rgb(obs.mean_rgb)}. The closest named colour is "
+            f"{obs.color} (distance {obs.color_dist:.0f}); the next closest is {obs.runner_up} "
+            f"(distance {obs.runner_up_dist:.0f}). So the shape is {obs.color}.",
+            f"Averaging the shape's pixels gives {_rgb(obs.mean_rgb)}, which is nearest to {obs.color} "
+            f"(distance {obs.color_dist:.0f}, against {obs.runner_up_dist:.0f} for {obs.runner_up}). "
+            f"The shape is {obs.color}.",
+        )
+        edge = " It touches the image edge, so part of it may be cut off." if obs.touches_edge else ""
+        shape_line = say.pick(
+            f"The shape fills {100 * obs.fill:.0f}% of its bounding box. A rectangle would fill about 100%, "
+            f"a circle about 79% and a triangle about 50%, so it is a {obs.shape}.{edge}",
+            f"Fill ratio: {obs.pixels} of {obs.width * obs.height} bounding-box pixels ({100 * obs.fill:.0f}%). "
+            f"That is closest to a {obs.shape} (rectangle ~100%, circle ~79%, triangle ~50%).{edge}",
+        )
 
     if asks_color and not yes_no:
         lines.append(color_line)
@@ -155,19 +185,25 @@ def answer_question(question: str, obs: Observation, say: Phrasing) -> tuple[lis
     if yes_no and (color_word or shape_word):
         present = True
         checks = []
+        thing = " ".join(w for w in (color_word, shape_word or "shape") if w)
         if color_word:
-            lines.append(color_line)
+            if not brief:
+                lines.append(color_line)
             present &= obs.color == color_word
             differs = "" if obs.color == color_word else f", not {color_word}"
             checks.append(f"its colour is {obs.color}{differs}")
         if shape_word:
-            lines.append(shape_line)
+            if not brief:
+                lines.append(shape_line)
             present &= obs.shape == shape_word
             differs = "" if obs.shape == shape_word else f", not a {shape_word}"
             checks.append(f"it is a {obs.shape}{differs}")
-        thing = " ".join(w for w in (color_word, shape_word or "shape") if w)
-        found = "there is" if present else "there is no"
-        lines.append(f"Checking for a {thing}: {' and '.join(checks)}, so {found} {thing}.")
+        found = "there is a" if present else "there is no"
+        check = " and ".join(checks)
+        if brief:
+            lines.append(f"{check[0].upper()}{check[1:]}, so {found} {thing}.")
+        else:
+            lines.append(f"Checking for a {thing}: {check}, so {found} {thing}.")
         answer = "yes" if present else "no"
         if _NEGATION.search(q):
             answer = "no" if present else "yes"
@@ -177,15 +213,29 @@ def answer_question(question: str, obs: Observation, say: Phrasing) -> tuple[lis
                 f"Because the question asks about the absence of a {thing}, the answer is {answer}.",
             ))
         return lines, answer
-    lines += [color_line, shape_line,
-              "The question does not ask for a colour, a shape or a yes/no check, so I describe the shape."]
+    if brief:
+        lines.append("So I describe the shape.")
+    else:
+        lines += [color_line, shape_line,
+                  "The question does not ask for a colour, a shape or a yes/no check, so I describe the shape."]
     return lines, f"a {obs.color} {obs.shape}"
 
 
 class EasyVQATeacher:
-    """Answers easy-VQA questions from pixels (see the module docstring)."""
+    """Answers easy-VQA questions from pixels (see the module docstring).
+
+    ``detail`` (``full`` or ``brief``) sets how much of the measuring its reasoning shows:
+    see :func:`answer_question`. ``brief`` suits a small student, which cannot learn to
+    reproduce pixel statistics but can learn to state what it sees and check it against
+    the question; ``backend: python`` passes it as ``options: {detail: brief}``.
+    """
 
     name = "easyvqa-perception"
+
+    def __init__(self, detail: str = "full") -> None:
+        if detail not in DETAILS:
+            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+        self.detail = detail
 
     def generate(self, batch: list[TeacherInput]) -> list[TeacherOutput]:
         return [self._one(inp) for inp in batch]
@@ -203,7 +253,7 @@ class EasyVQATeacher:
             obs = Observation(inp.images[0])
         except ValueError as exc:
             return failure_output(inp, str(exc))
-        lines, answer = answer_question(inp.question, obs, Phrasing.for_input(inp))
+        lines, answer = answer_question(inp.question, obs, Phrasing.for_input(inp), self.detail)
         text = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + answer
         return TeacherOutput(key=inp.key, text=text, finish_reason="stop",
                              completion_tokens=len(text.split()))
