@@ -52,6 +52,10 @@ class BuildConfig(_Model):
     vision_depth: int = 2
     vision_heads: int = 2
     image_tokens: int = 16  # Qwen-VL: visual tokens per image (small images are scaled up to it)
+    # Teach the new vision tower to see before any stage runs: predict each captioned image's
+    # caption words from its pooled visual tokens (see siqkit/train/scratch.py). 0: skip.
+    vision_pretrain_steps: int = 0
+    vision_pretrain_learning_rate: float = 1.0e-3
     seed: int | None = None  # weight initialisation; None: the recipe's seed
 
     @field_validator("arch")
@@ -69,6 +73,14 @@ class BuildConfig(_Model):
                     "vision_depth", "vision_heads", "image_tokens"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1 (got {getattr(self, key)})")
+        if self.vision_pretrain_steps and self.arch in ("smolvlm", "idefics3"):
+            raise ValueError(f"vision_pretrain_steps: not supported for {self.arch}, whose processor cuts "
+                             "images into tiles; set it to 0")
+        if self.vision_pretrain_steps < 0:
+            raise ValueError(f"vision_pretrain_steps: must be 0 or more (got {self.vision_pretrain_steps})")
+        if self.vision_pretrain_learning_rate <= 0:
+            raise ValueError("vision_pretrain_learning_rate: must be greater than 0 "
+                             f"(got {self.vision_pretrain_learning_rate})")
         if self.vocab_size <= 256:
             raise ValueError(f"vocab_size: must exceed the 256 byte tokens (got {self.vocab_size})")
         if self.hidden_size % self.heads or self.heads % self.kv_heads:

@@ -71,7 +71,9 @@ def data_stream(encoded: list[Encoded], examples: list[Example], s: LoopSettings
     return stream
 
 
-def _lr_lambda(total: int, warmup: int, kind: str):
+def lr_schedule(total: int, warmup: int, kind: str):
+    """The learning-rate multiplier per step: linear warm-up, then constant, linear or cosine decay."""
+
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
@@ -118,7 +120,7 @@ def run_loop(model: Any, encoder: Encoder, examples: list[Example], encoded: lis
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
     warmup = int(s.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, warmup, s.scheduler))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(total, warmup, s.scheduler))
     ckpt_root = stage_dir / "checkpoints"
     log_path = stage_dir / "log.jsonl"
 
