@@ -9,7 +9,9 @@ Both work with ``backend: python`` through their module-level ``generate(batch)`
 as objects with the :class:`~siqkit.teachers.base.Teacher` interface. They read only
 the image and the question, never the gold answer or the seed's metadata, and they make
 real mistakes, which is what lets a CPU-only run exercise difficulty estimation and
-answer filtering. This module holds the two helpers they share.
+answer filtering. Both take ``detail``: ``full`` reasoning shows the measurements behind
+each conclusion, ``brief`` only the conclusions, for students too small to reproduce
+pixel statistics. This module holds what they share.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ import hashlib
 import random
 
 from siqkit.teachers.base import TeacherInput, TeacherOutput
+
+
+DETAILS = ("full", "brief")
+
+
+def check_detail(detail: str) -> str:
+    """``detail`` itself, or ValueError when it is not one of :data:`DETAILS`."""
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    return detail
 
 
 class Phrasing:

@@ -41,7 +41,7 @@ import numpy as np
 
 from siqkit.seeds.sources.digits import CELL, PAD, SCALE, split_glyphs
 from siqkit.teachers.base import TeacherInput, TeacherOutput
-from siqkit.teachers.builtin import Phrasing, failure_output
+from siqkit.teachers.builtin import Phrasing, check_detail, failure_output
 
 INK_MIN = 1.0  # a cell whose brightest 8x8 ink value is below this (of 16) is empty
 
@@ -135,17 +135,13 @@ def _glyphs(number, say: Phrasing) -> str:
     return "; ".join(parts)
 
 
-DETAILS = ("full", "brief")
-
-
 def solve(question: str, reading: Reading, say: Phrasing, detail: str = "full") -> tuple[list[str], int]:
     """Numbered reasoning steps and the result; ValueError when the operation is unknown.
 
     ``detail="full"`` shows the layout check and every glyph with its confidence;
     ``detail="brief"`` states the two numbers and the sum in two steps.
     """
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    check_detail(detail)
     op = operation_of(question)
     if op is None:
         raise ValueError("the question names no sum, difference or product")
@@ -187,9 +183,8 @@ class DigitTeacher:
     name = "digit-reader"
 
     def __init__(self, seed: int = 0, test_fraction: float = 0.25, detail: str = "full") -> None:
-        if detail not in DETAILS:
-            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
-        self.seed, self.test_fraction, self.detail = int(seed), float(test_fraction), detail
+        self.seed, self.test_fraction = int(seed), float(test_fraction)
+        self.detail = check_detail(detail)
 
     @property
     def model(self):

@@ -40,7 +40,7 @@ import re
 import numpy as np
 
 from siqkit.teachers.base import TeacherInput, TeacherOutput
-from siqkit.teachers.builtin import Phrasing, failure_output
+from siqkit.teachers.builtin import Phrasing, check_detail, failure_output
 
 # Named colours of easy-VQA shapes, as they appear in the images (checked by eye).
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -112,9 +112,6 @@ def _find(words: list[str], table: dict[str, str]) -> str | None:
     return None
 
 
-DETAILS = ("full", "brief")
-
-
 def answer_question(question: str, obs: Observation, say: Phrasing,
                     detail: str = "full") -> tuple[list[str], str]:
     """Reasoning lines and the answer for ``question`` given the measurements.
@@ -124,8 +121,7 @@ def answer_question(question: str, obs: Observation, say: Phrasing,
     few short sentences: what the question asks, what the image shows, and why the
     answer follows. The answer is the same either way.
     """
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    check_detail(detail)
     brief = detail == "brief"
     q = question.lower().strip()
     words = re.findall(r"[a-z]+", q)
@@ -233,9 +229,7 @@ class EasyVQATeacher:
     name = "easyvqa-perception"
 
     def __init__(self, detail: str = "full") -> None:
-        if detail not in DETAILS:
-            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
-        self.detail = detail
+        self.detail = check_detail(detail)
 
     def generate(self, batch: list[TeacherInput]) -> list[TeacherOutput]:
         return [self._one(inp) for inp in batch]
