@@ -13,12 +13,13 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
 - ``python`` teachers run as they are.
 
 The student becomes a twin of its checkpoint's class (or of ``student.arch``); one the
-recipe builds from scratch (``student.build``) is built as it says. Every training stage
-stops after ``tiny.max_train_steps`` steps.
+recipe builds from scratch (``student.build``) is built as it says, with its vision
+pre-training capped at ``tiny.max_train_steps`` steps. Every training stage stops after
+``tiny.max_train_steps`` steps.
 
 Data: every source is capped at ``tiny.max_seeds`` per split (a ``digits`` source generates
-only that many images), evaluation at ``tiny.max_seeds`` seeds, and every teacher's and the
-evaluation's ``max_new_tokens`` at ``tiny.max_new_tokens``.
+only that many images), evaluation at ``tiny.max_seeds`` seeds, and every teacher's, the
+judge's and the evaluation's ``max_new_tokens`` at ``tiny.max_new_tokens``.
 Checkpoint paths given as ``${VAR}`` may stay unset under ``--tiny``. Twins are built into
 ``RUN_DIR/tiny/`` and reused; the run folder defaults to ``runs/<name>-tiny`` so a smoke test
 never mixes with a real run.
@@ -50,10 +51,13 @@ def prepare_tiny(recipe: Recipe) -> None:
             src.num_images = {split: min(n, cfg.max_seeds) for split, n in src.num_images.items()}
     recipe.eval.max_seeds = min(recipe.eval.max_seeds, cfg.max_seeds)
     recipe.train.eval_max_new_tokens = min(recipe.train.eval_max_new_tokens, cfg.max_new_tokens)
+    recipe.annotate.judge_max_new_tokens = min(recipe.annotate.judge_max_new_tokens, cfg.max_new_tokens)
     for stage in recipe.train.stages:
         stage.max_steps = min(stage.max_steps or cfg.max_train_steps, cfg.max_train_steps)
     st = recipe.student
-    if st is not None and st.build is None:  # a student built from scratch is tiny already
+    if st is not None and st.build is not None:  # a student built from scratch is tiny already
+        st.build.vision_pretrain_steps = min(st.build.vision_pretrain_steps, cfg.max_train_steps)
+    if st is not None and st.build is None:
         if st.arch is None and not _is_checkpoint(st.path):
             raise RecipeError(f"student.arch: --tiny needs the student's architecture "
                               f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available")

@@ -71,3 +71,15 @@ def test_tiny_run_replaces_every_model_with_a_twin_and_caps_the_data(cli, tmp_pa
     finally:
         con.close()
     assert (run / "tiny" / "thinker" / "config.json").exists()
+
+
+def test_tiny_caps_the_judge_and_a_built_students_vision_pretraining():
+    from siqkit.recipe import load_recipe
+    from tests.conftest import REPO
+
+    path = REPO / "recipes" / "quickstart.yaml"
+    full = load_recipe(path, ["annotate.judge=perception"])
+    assert (full.annotate.judge_max_new_tokens, full.student.build.vision_pretrain_steps) == (256, 2000)
+    tiny = load_recipe(path, ["annotate.judge=perception", "tiny.max_new_tokens=20"], tiny=True)
+    assert tiny.annotate.judge_max_new_tokens == 20
+    assert tiny.student.build.vision_pretrain_steps == tiny.tiny.max_train_steps == 4

@@ -117,7 +117,8 @@ def _judge(store: Store, judge, judge_cfg, chunk: list[tuple], cfg, seed: int) -
         inputs = [
             TeacherInput(key=f"judge:{k}:{attempt}", seed_id=r[1], question=r[5],
                          images=[store.media.image(h) for h in r[8]], messages=msgs,
-                         sampling=Sampling(max_new_tokens=256, temperature=0.0, seed=seed))
+                         sampling=Sampling(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0,
+                                           seed=seed))
             for k, (r, msgs) in pending.items()
         ]
         outputs = []

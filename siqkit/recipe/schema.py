@@ -247,6 +247,7 @@ class AnnotateConfig(_Model):
     judge: str | None = None  # a teacher name: judges traces whose seed has no gold answer
     judge_all: bool = False  # judge every trace, gold or not (difficulty/quality/tags for all)
     judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
+    judge_max_new_tokens: int = Field(256, ge=16)  # the verdict is a short JSON object; --tiny caps it
 
 
 class EvalConfig(_Model):
