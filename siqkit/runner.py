@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from siqkit import STAGES
+from siqkit.archs import VISION_ARCHS
 from siqkit.errors import RecipeError
 from siqkit.progress import setup_logging
 from siqkit.recipe import Recipe
@@ -159,8 +160,12 @@ def plan(recipe: Recipe) -> dict:
     st = recipe.student
     if st is not None:
         b = st.build
-        model = (f"built from scratch: {b.arch}, hidden {b.hidden_size}, {b.layers} layers" if b is not None
-                 else str(st.path or "(tiny twin)"))
+        if b is not None:
+            model = f"built from scratch: {b.arch}, hidden {b.hidden_size}, {b.layers} layers"
+            if b.vision_pretrain_steps and b.arch in VISION_ARCHS:
+                model += f", vision pre-trained for {b.vision_pretrain_steps} steps"
+        else:
+            model = str(st.path or "(tiny twin)")
         models.append({"role": "student", "name": (b.arch if b else st.arch) or "student", "backend": "transformers",
                        "model": model, "samples": "-"})
     return {"recipe": str(recipe.path), "run_dir": str(recipe.run_dir), "seed": recipe.seed,
