@@ -62,7 +62,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, examples: i
         traces = store.con.execute("SELECT count(*) FROM generations").fetchone()[0]
         if traces:
             sections += [_teachers(store), _annotations(store), _curation(store)]
-        sections += [_evaluation(store), _training(store), _export(run_dir)]
+        sections += [_evaluation(store), _training(store, run_dir), _export(run_dir)]
         if traces:
             sections.append(_examples(store, examples))
     finally:
@@ -207,7 +207,20 @@ def _evaluation(store: Store) -> str:
             + "</div>" + table + "</section>")
 
 
-def _training(store: Store) -> str:
+def _vision_pretraining(run_dir: Path) -> str:
+    """One sentence on a built student's vision pre-training, when it had one."""
+    path = run_dir / "train" / "student-init" / "vision_pretrain.json"
+    if not path.is_file():
+        return ""
+    v = json.loads(path.read_text())
+    where = f"{v['held_out']} held-out images" if v["held_out"] else "its training images"
+    return (f"<p>The student was built from scratch. Before any stage, its vision tower learned to "
+            f"predict the caption words of {v['images'] - v['held_out']:,} images ({v['steps']:,} steps): "
+            f"it then names {v['recall_after']:.0%} of the caption words of {_e(where)} "
+            f"({v['recall_before']:.0%} before).</p>")
+
+
+def _training(store: Store, run_dir: Path) -> str:
     """Loss curves of the student's stages and its held-out evaluations (latest train run)."""
     if not store.has_table("train_steps"):
         return ""
@@ -225,7 +238,8 @@ def _training(store: Store) -> str:
            WHERE stage_run IS NOT DISTINCT FROM ? ORDER BY rowid""", [run]).fetchall()
     rows = [[a, n, "-" if acc is None else f"{acc:.1%}", f"{fmt:.1%}", f"{tok:.1f}"] for a, n, acc, fmt, tok in evals]
     plot = _img(plots.curves(series, "training loss by stage", "step", "loss"), "training loss") if series else ""
-    return ("<section id=training><h2>Student training</h2><div class=plots>" + plot + "</div>"
+    return ("<section id=training><h2>Student training</h2>" + _vision_pretraining(run_dir)
+            + "<div class=plots>" + plot + "</div>"
             + _table(["evaluated after", "held-out seeds", "accuracy", "format adherence", "reasoning tokens"],
                      rows, {1}) + "</section>")
 

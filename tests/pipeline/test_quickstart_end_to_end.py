@@ -46,6 +46,10 @@ def test_quickstart_runs_every_stage_and_cot_distillation_helps(tmp_path):
     cot = next(r for r in rows.values() if r["what"].endswith("CoT-distilled"))
     assert rows["after-reason-answer-only"]["judged"] == cot["judged"] == before["judged"] >= 100
     assert rows["gguf-q4_k_m"]["judged"] == cot["judged"]
+    report = run_cli("report", str(run), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (run / "report.html").read_text()
+    assert "id=evaluation" in page and "its vision tower learned to predict the caption words" in page
     assert cot["accuracy"] > before["accuracy"], (
         f"CoT-distilled student {cot['accuracy']:.1%} does not beat the student before CoT "
         f"distillation {before['accuracy']:.1%}")
