@@ -57,7 +57,7 @@ def prepare_tiny(recipe: Recipe) -> None:
     st = recipe.student
     if st is not None and st.build is not None:  # a student built from scratch is tiny already
         st.build.vision_pretrain_steps = min(st.build.vision_pretrain_steps, cfg.max_train_steps)
-    if st is not None and st.build is None:
+    elif st is not None:
         if st.arch is None and not _is_checkpoint(st.path):
             raise RecipeError(f"student.arch: --tiny needs the student's architecture "
                               f"(one of {', '.join(SUPPORTED_TINY)}) when its checkpoint is not available")

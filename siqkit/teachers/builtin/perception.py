@@ -28,9 +28,8 @@ gets a description of the shape as its answer.
 Output: ``<think>`` with one observation per line, then the bare answer after
 ``</think>``. ``detail: brief`` keeps the conclusions and drops the measurements
 ("The question asks about a red shape." / "I see a teal circle." / "Its colour is teal,
-not red, so there is no red shape.").
-With ``temperature > 0`` or ``sample_index > 0`` the wording varies,
-seeded by the input key; the measurements and the answer never do.
+not red, so there is no red shape."). With ``temperature > 0`` or ``sample_index > 0``
+the wording varies, seeded by the input key; the measurements and the answer never do.
 """
 
 from __future__ import annotations
@@ -131,13 +130,13 @@ def answer_question(question: str, obs: Observation, say: Phrasing,
         re.match(r"what is the \w+ shape\b", q) and color_word
     )
     yes_no = bool(re.match(r"(is|are|does|do|can)\b", q))
+    thing = " ".join(w for w in (color_word, shape_word or "shape") if w)  # what a yes/no question checks
 
     if brief:
         # The question first, then the look, then the check: each line copies from the one
         # source it needs (the question, the image, the two lines above).
         seen = say.pick(f"I see a {obs.color} {obs.shape}.", f"The image shows a {obs.color} {obs.shape}.")
         if yes_no and (color_word or shape_word):
-            thing = " ".join(w for w in (color_word, shape_word or "shape") if w)
             lines = [f"The question asks about a {thing}.", seen]
         elif asks_color or asks_shape:
             lines = [f"The question asks for its {'colour' if asks_color else 'shape'}.", seen]
@@ -181,7 +180,6 @@ def answer_question(question: str, obs: Observation, say: Phrasing,
     if yes_no and (color_word or shape_word):
         present = True
         checks = []
-        thing = " ".join(w for w in (color_word, shape_word or "shape") if w)
         if color_word:
             if not brief:
                 lines.append(color_line)
