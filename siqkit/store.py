@@ -261,6 +261,10 @@ class Store:
             [stage, json.dumps(settings, default=str), __version__],
         ).fetchone()[0]
 
+    def current_run(self, stage: str) -> int | None:
+        """The id of ``stage``'s newest run: inside a stage, the run in progress."""
+        return self.con.execute("SELECT max(id) FROM stage_runs WHERE stage = ?", [stage]).fetchone()[0]
+
     def end_stage(self, run_id: int, counts: dict, error: str | None = None) -> None:
         self.con.execute(
             "UPDATE stage_runs SET status = ?, finished_at = now(), counts = ?, error = ? WHERE id = ?",

@@ -2,10 +2,11 @@
 
 :func:`evaluate_student` first refuses any seed the training data used (the error lists up
 to five offending ids and their count). It then generates greedily with the student
-through the same backend the teachers use (``transformers``; ``llama_cpp`` for a GGUF file) (chat template, processor,
-left-padded batches), parses each output with :func:`~siqkit.teachers.parse.parse_cot` and
-judges its answer with :func:`~siqkit.annotate.normalize.judge_answer`, the normaliser
-annotation uses. A text-only student sees each image as its seed's caption, as in training.
+through the backend the teachers use (``transformers``, with chat template, processor and
+left-padded batches; ``llama_cpp`` for a GGUF file), parses each output with
+:func:`~siqkit.teachers.parse.parse_cot` and judges its answer with
+:func:`~siqkit.annotate.normalize.judge_answer`, the normaliser annotation uses. A
+text-only student sees each image as its seed's caption, as in training.
 
 Numbers returned (and written to ``eval.json`` when ``out_dir`` is given):
 

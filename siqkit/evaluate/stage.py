@@ -36,12 +36,19 @@ def write_table(store: Store, run_dir: Path) -> list[dict]:
     return rows
 
 
+def record_evals(store: Store, stage: str, evals: list[dict], run_dir: Path) -> list[dict]:
+    """Store ``evals`` under ``stage``'s run in progress and rewrite the table; return its rows."""
+    from siqkit.train.tables import write_results
+
+    write_results(store, {"stages": [], "evals": evals}, store.current_run(stage))
+    return write_table(store, run_dir)
+
+
 def run_eval(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     from siqkit.evaluate.evaluate import as_seed
     from siqkit.train.curriculum import evaluate_checkpoint
     from siqkit.train.data import training_seed_ids
     from siqkit.train.stage import eval_seeds
-    from siqkit.train.tables import write_results
 
     if recipe.student is None:
         log.info("eval: the recipe names no student; nothing to do")
@@ -61,9 +68,7 @@ def run_eval(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     results = [evaluate_checkpoint(Path(model), label, i, seeds, train_ids, recipe.train, student,
                                    summary["text_only"], recipe.run_dir / "train")
                for i, (label, model) in enumerate(models)]
-    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'eval'").fetchone()[0]
-    write_results(store, {"stages": [], "evals": results}, run_id)
-    rows = write_table(store, recipe.run_dir)
+    rows = record_evals(store, "eval", results, recipe.run_dir)
     for r in rows:
         log.info("eval: %-28s %s", r["model"], "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}")
     return {"seeds": len(seeds), "accuracy": {r["label"]: r["accuracy"] for r in results}}

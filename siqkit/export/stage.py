@@ -70,10 +70,9 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
 def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None) -> dict:
     """Accuracy of the exported file in llama.cpp on the held-out seeds the student was evaluated on."""
     from siqkit.evaluate.evaluate import evaluate_student
-    from siqkit.evaluate.stage import write_table
+    from siqkit.evaluate.stage import record_evals
     from siqkit.train.data import training_seed_ids
     from siqkit.train.stage import eval_seeds
-    from siqkit.train.tables import write_results
 
     seeds = eval_seeds(store, recipe)
     if not seeds:
@@ -86,8 +85,6 @@ def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None)
                               text_only=None if mmproj is not None else True, image_text=recipe.student.image_text,
                               mmproj=mmproj, table_rows=cfg.eval_table_rows, label=label,
                               out_dir=recipe.run_dir / "export" / "eval")
-    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'export'").fetchone()[0]
-    write_results(store, {"stages": [], "evals": [result]}, run_id)
-    write_table(store, recipe.run_dir)
+    record_evals(store, "export", [result], recipe.run_dir)
     log.info("eval %s: accuracy %s, format %.2f", label, result["accuracy"], result["format_ok"])
     return {k: result[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok")}

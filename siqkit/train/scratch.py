@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 
 def tokenizer_corpus(data_dir: str | Path) -> list[str]:
     """Every text of the training data: captions, then each message's text parts, in file order."""
+    return _texts(load_traces(data_dir))
+
+
+def _texts(rows: list[TraceRow]) -> list[str]:
     texts: list[str] = []
-    for row in load_traces(data_dir):
+    for row in rows:
         if row.caption:
             texts.append(row.caption)
         for message in row.messages:
@@ -62,7 +66,8 @@ def build_student(cfg: BuildConfig, data_dir: str | Path, out_dir: str | Path, s
     from siqkit.models.tiny import make_tiny
 
     out = Path(out_dir)
-    corpus = tokenizer_corpus(data_dir)
+    rows = load_traces(data_dir)
+    corpus = _texts(rows)
     settings = {**cfg.model_dump(mode="json"), "seed": cfg.seed if cfg.seed is not None else seed,
                 "corpus_sha256": hashlib.sha256("\n".join(corpus).encode()).hexdigest(), "corpus_texts": len(corpus)}
     marker = out / "build.json"
@@ -84,7 +89,7 @@ def build_student(cfg: BuildConfig, data_dir: str | Path, out_dir: str | Path, s
               corpus=corpus, vision_width=cfg.vision_width, vision_depth=cfg.vision_depth,
               vision_heads=cfg.vision_heads, **options)
     if cfg.vision_pretrain_steps and cfg.arch in VISION_ARCHS:
-        result = pretrain_vision(tmp, load_traces(data_dir), steps=cfg.vision_pretrain_steps,
+        result = pretrain_vision(tmp, rows, steps=cfg.vision_pretrain_steps,
                                  learning_rate=cfg.vision_pretrain_learning_rate, seed=settings["seed"])
         (tmp / "vision_pretrain.json").write_text(json.dumps(result, indent=1) + "\n")
     (tmp / "build.json").write_text(json.dumps(settings, indent=1) + "\n")
@@ -193,9 +198,8 @@ def pretrain_vision(model_dir: str | Path, rows: list[TraceRow], *, steps: int, 
 
     rng = random.Random(seed)
     order: list[int] = []
-    with torch.no_grad():
-        width = pooled([0]).shape[-1]
-    head = torch.nn.Linear(width, len(tokenizer))
+    # visual tokens replace token embeddings in the language model, so they share its width
+    head = torch.nn.Linear(model.get_input_embeddings().embedding_dim, len(tokenizer))
     model.eval()
     recall_before = recall()
     optimizer = torch.optim.AdamW(params + list(head.parameters()), lr=learning_rate, weight_decay=0.01)

@@ -1,8 +1,9 @@
 """The ``train`` stage of a recipe run: the curated dataset in, a trained student out.
 
 A student with ``build`` (no checkpoint) is first built from scratch into
-``RUN_DIR/train/student-init/`` (:func:`siqkit.train.scratch.build_student`). It reads the curate stage's export (``RUN_DIR/datasets/<train.dataset>/``), picks the
-held-out evaluation seeds from the store (selected seeds of the ``eval.splits`` splits, a
+``RUN_DIR/train/student-init/`` (:func:`siqkit.train.scratch.build_student`). It reads
+the curate stage's export (``RUN_DIR/datasets/<train.dataset>/``), picks the held-out
+evaluation seeds from the store (selected seeds of the ``eval.splits`` splits, a
 deterministic sample of ``eval.max_seeds``), and runs the curriculum
 (:func:`siqkit.train.curriculum.train_curriculum`) in ``RUN_DIR/train/``: each stage's
 adapter and merged model, checkpoints, plots, and an evaluation before training and after
@@ -48,7 +49,7 @@ def run_train(store: Store, recipe: Recipe, strict: bool = False) -> dict:
         raise SiqkitError(f"train: no dataset at {data_dir}; run the curate stage first "
                           f"(siqkit run RECIPE --only curate), or set train.dataset")
     seeds = eval_seeds(store, recipe)
-    run_id = store.con.execute("SELECT max(id) FROM stage_runs WHERE stage = 'train'").fetchone()[0]
+    run_id = store.current_run("train")
     student = recipe.student
     if student.build is not None:
         from siqkit.train.scratch import build_student
