@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from siqkit import STAGES, __version__
@@ -106,6 +107,8 @@ def check(
         for m in p["models"]:
             t.add_row(m["role"], m["name"], m["backend"], m["model"], str(m["samples"]))
         out.print(t)
+    for line in p["warnings"]:
+        out.print(f"[yellow]warning[/yellow]: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -323,7 +326,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except SiqkitError as e:
-        console.print(f"[red]error[/red]: {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red]: {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]; finished work is kept, rerun the same command to resume")

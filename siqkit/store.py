@@ -107,9 +107,19 @@ class MediaStore:
     def path(self, digest: str, fmt: str) -> Path:
         return self.root / digest[:2] / f"{digest}.{fmt}"
 
-    def image(self, digest: str) -> Image.Image:
-        """A decoded copy of a stored image (decoded once per process; callers may modify it)."""
-        return _decoded(str(self.root), digest).copy()
+    def image(self, digest: str, max_pixels: int | None = None) -> Image.Image:
+        """A decoded copy of a stored image (decoded once per process; callers may modify it).
+
+        With ``max_pixels``, a larger image is downscaled (aspect ratio kept, Lanczos) to at
+        most that many pixels; smaller ones are returned as stored.
+        """
+        image = _decoded(str(self.root), digest)
+        w, h = image.size
+        if max_pixels is None or w * h <= max_pixels:
+            return image.copy()
+        scale = (max_pixels / (w * h)) ** 0.5
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        return image.resize(size, Image.Resampling.LANCZOS)
 
     def find(self, digest: str) -> Path:
         """The stored file of a hash, whatever its format."""

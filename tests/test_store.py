@@ -54,6 +54,17 @@ def test_media_is_stored_once_by_content(tmp_path):
     s.close()
 
 
+def test_images_larger_than_max_pixels_are_downscaled_keeping_their_shape(tmp_path):
+    s = Store.open(tmp_path / "run", create=True)
+    wide, *_ = s.media.put(png(size=(400, 100)))
+    small, *_ = s.media.put(png(size=(20, 10)))
+    assert s.media.image(wide).size == (400, 100)
+    assert s.media.image(wide, max_pixels=10_000).size == (200, 50)
+    assert s.media.image(small, max_pixels=10_000).size == (20, 10)
+    assert s.media.image(wide).size == (400, 100)  # the stored image is untouched
+    s.close()
+
+
 def test_transaction_rolls_back_on_error(tmp_path):
     s = Store.open(tmp_path / "run", create=True)
     with pytest.raises(RuntimeError):

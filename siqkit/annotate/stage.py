@@ -38,7 +38,7 @@ from siqkit.generate.prompts import digest, teacher_identity
 from siqkit.progress import track
 from siqkit.recipe import Recipe
 from siqkit.store import Store
-from siqkit.teachers.base import Sampling, TeacherInput
+from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput
 from siqkit.teachers.registry import load_teacher
 
 log = logging.getLogger("siqkit.annotate")
@@ -116,14 +116,16 @@ def _judge(store: Store, judge, judge_cfg, chunk: list[tuple], cfg, seed: int) -
             break
         inputs = [
             TeacherInput(key=f"judge:{k}:{attempt}", seed_id=r[1], question=r[5],
-                         images=[store.media.image(h) for h in r[8]], messages=msgs,
+                         images=[store.media.image(h, max_pixels=judge_cfg.max_pixels) for h in r[8]],
+                         messages=msgs,
                          sampling=Sampling(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0,
                                            seed=seed))
             for k, (r, msgs) in pending.items()
         ]
+        chunk = getattr(judge, "window", None) or judge_cfg.batch_size or DEFAULT_BATCH
         outputs = []
-        for j in range(0, len(inputs), judge_cfg.batch_size):
-            outputs += judge.generate(inputs[j: j + judge_cfg.batch_size])
+        for j in range(0, len(inputs), chunk):
+            outputs += judge.generate(inputs[j: j + chunk])
         retry = {}
         for (k, (r, msgs)), out in zip(list(pending.items()), outputs):
             result = parse_judge_json(out.text) if out.finish_reason != "error" else f"judge failed: {out.error}"

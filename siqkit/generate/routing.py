@@ -1,7 +1,7 @@
 """Which teacher answers which seed.
 
-Each teacher's ``route`` is a filter (sources, splits, task labels, a question regex;
-all given conditions must hold). With ``generate.routing: first`` a seed goes to the
+Each teacher's ``route`` is a filter (sources, splits, task labels, a question regex,
+with or without images; all given conditions must hold). With ``generate.routing: first`` a seed goes to the
 first teacher, in recipe order, whose route matches — so a catch-all teacher listed last
 takes "the rest". With ``routing: all`` it goes to every matching teacher.
 """
@@ -26,6 +26,8 @@ class Router:
         if r.sources is not None and source not in r.sources:
             return False
         if r.splits is not None and split not in r.splits:
+            return False
+        if r.images is not None and r.images != has_image:
             return False
         rx = self._regex.get(teacher.name)
         if rx is not None and not rx.search(question):

@@ -1,11 +1,19 @@
 """The ``generate`` stage: every selected seed, routed to its teacher(s), k samples each.
 
 Work is keyed by (seed, teacher, prompt, sampling, sample index) — see
-:mod:`siqkit.generate.prompts`. Each batch's results are written in one transaction, and a
-key is the table's primary key, so ``kill -9`` at any moment loses at most the batch in
-flight and a rerun never duplicates a key: it skips keys already done and redoes only
-those missing or that ended in a backend error. Raw text is always kept; the parsed
-reasoning/answer and the parse status (``ok``, ``truncated``, ``no_answer`` …) sit beside it.
+:mod:`siqkit.generate.prompts`. How many requests the engine holds and how often the store
+commits are separate: a streaming engine (vLLM, transformers' continuous batching) pulls
+requests as it frees room for them, other backends get ``batch_size`` requests per call,
+and finished samples are committed in small transactions (``generate.commit_rows`` samples
+or ``generate.commit_seconds`` seconds, whichever comes first). A key is the table's
+primary key, so ``kill -9`` at any moment loses at most the requests in flight and the last
+few seconds of finished ones, and a rerun never duplicates a key: it skips keys already
+done and redoes only those missing or that ended in a backend error. Raw text is always
+kept; the parsed reasoning/answer and the parse status (``ok``, ``truncated``,
+``no_answer`` …) sit beside it.
+
+The progress bar shows samples/s, tokens/s and the ETA; without a terminal the same line
+is logged every 30 seconds. Each teacher's totals (samples/s, tokens/s) go to ``teacher_runs``.
 
 Teachers see the question, the images and the seed's source and split — never its gold
 answer or other metadata.
@@ -21,10 +29,10 @@ from datetime import datetime
 
 from siqkit.generate.prompts import render_messages, sampling_dict, teacher_identity, work_key
 from siqkit.generate.routing import Router
-from siqkit.progress import make_progress
+from siqkit.progress import console, make_progress
 from siqkit.recipe import Recipe
 from siqkit.store import Store
-from siqkit.teachers.base import Sampling, TeacherInput
+from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput, TeacherOutput, iter_outputs
 from siqkit.teachers.parse import parse_cot
 from siqkit.teachers.registry import load_teacher
 
@@ -108,56 +116,123 @@ def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[tuple]) -> dict:
     log.info("generate: %s (%s): %d samples to do, %d already done",
              cfg.name, cfg.backend, len(todo), c["already_done"])
     teacher = load_teacher(cfg)
-    t_start = time.perf_counter()
-    tokens = 0
+    by_key = {w.key: w for w in todo}
+    writer = _Writer(store, recipe.generate.commit_rows, recipe.generate.commit_seconds)
+    meter = _Meter(cfg.name, len(todo))
+    chunk = getattr(teacher, "window", None) or cfg.batch_size or DEFAULT_BATCH
     try:
         with make_progress() as progress:
             task = progress.add_task(f"generate: {cfg.name}", total=len(todo), unit="samples")
-            for i in range(0, len(todo), cfg.batch_size):
-                batch = todo[i: i + cfg.batch_size]
-                inputs = [_input(store, w, cfg, recipe.seed) for w in batch]
-                t0 = time.perf_counter()
-                outputs = teacher.generate(inputs)
-                per_sample = (time.perf_counter() - t0) / len(batch)
-                now = datetime.now()
-                rows = []
-                for w, out in zip(batch, outputs):
-                    parsed = parse_cot(out.text, out.finish_reason, out.error)
-                    c["parse"][parsed.status] = c["parse"].get(parsed.status, 0) + 1
-                    c["errors"] += out.finish_reason == "error"
-                    tokens += out.completion_tokens or 0
-                    rows.append((
-                        w.key, w.seed_id, cfg.name, json.dumps(identity), json.dumps(w.messages),
-                        json.dumps(sampling), w.sample_index, out.text, parsed.reasoning, parsed.answer,
-                        parsed.status, parsed.reason, out.finish_reason, out.error,
-                        out.prompt_tokens, out.completion_tokens, per_sample, now,
-                    ))
-                with store.transaction():  # one batch, one commit
-                    store.insert("generations", GEN_COLUMNS, rows, "INSERT OR REPLACE")
-                c["generated"] += len(batch)
-                elapsed = time.perf_counter() - t_start
-                progress.update(task, advance=len(batch),
-                                description=f"generate: {cfg.name} ({tokens / elapsed:,.0f} tok/s)")
+            inputs = (_input(store, w, cfg, recipe.seed) for w in todo)
+            for out in iter_outputs(teacher, inputs, chunk):
+                w = by_key.pop(out.key)  # each key comes back once
+                writer.add(_row(w, out, cfg.name, identity, sampling, c))
+                meter.add(out.completion_tokens or 0)
+                progress.update(task, advance=1, description=f"generate: {cfg.name} ({meter.tokens_per_s:,.0f} tok/s)")
+                meter.maybe_log()
+        writer.flush()
+        seconds = meter.elapsed  # the teacher's load and close are not part of its rate
+        c["generated"] = meter.done
     finally:
-        teacher.close()
-    seconds = time.perf_counter() - t_start
-    c.update(seconds=round(seconds, 2), samples_per_s=round(c["generated"] / seconds, 2),
-             tokens_per_s=round(tokens / seconds, 2), completion_tokens=tokens)
+        try:
+            writer.flush()  # finished samples are kept, whatever stopped the loop
+        finally:
+            teacher.close()
+    c.update(seconds=round(seconds, 2), samples_per_s=round(meter.done / seconds, 2),
+             tokens_per_s=round(meter.tokens / seconds, 2), completion_tokens=meter.tokens)
     store.con.execute(
         "INSERT INTO teacher_runs VALUES ((SELECT max(id) FROM stage_runs WHERE stage = 'generate'), "
         "?, ?, ?, ?, ?, ?, ?)",
-        [cfg.name, c["generated"], c["errors"], seconds, tokens, c["samples_per_s"], c["tokens_per_s"]],
+        [cfg.name, c["generated"], c["errors"], seconds, meter.tokens, c["samples_per_s"], c["tokens_per_s"]],
     )
     log.info("generate: %s: %d samples in %.1f s (%.1f samples/s, %.0f tok/s), %d errors, parse %s",
              cfg.name, c["generated"], seconds, c["samples_per_s"], c["tokens_per_s"], c["errors"], c["parse"])
     return c
 
 
+def _row(w: _Work, out: TeacherOutput, teacher: str, identity: dict, sampling: dict, c: dict) -> list:
+    """The ``generations`` row of one output, its ``seconds`` left to :class:`_Writer`."""
+    parsed = parse_cot(out.text, out.finish_reason, out.error)
+    c["parse"][parsed.status] = c["parse"].get(parsed.status, 0) + 1
+    c["errors"] += out.finish_reason == "error"
+    return [w.key, w.seed_id, teacher, json.dumps(identity), json.dumps(w.messages), json.dumps(sampling),
+            w.sample_index, out.text, parsed.reasoning, parsed.answer, parsed.status, parsed.reason,
+            out.finish_reason, out.error, out.prompt_tokens, out.completion_tokens, None, datetime.now()]
+
+
+class _Writer:
+    """Commits finished rows in small transactions: every ``rows`` rows or ``seconds`` seconds.
+
+    Each row's ``seconds`` is the wall time since the previous commit shared among the rows
+    of this one, so the column sums to the teacher's wall time.
+    """
+
+    def __init__(self, store: Store, rows: int, seconds: float):
+        self.store, self.rows, self.seconds = store, rows, seconds
+        self.pending: list[list] = []
+        self.last = time.perf_counter()
+
+    def add(self, row: list) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.rows or time.perf_counter() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        now = time.perf_counter()
+        if self.pending:
+            share = (now - self.last) / len(self.pending)
+            for row in self.pending:
+                row[GEN_COLUMNS.index("seconds")] = share
+            with self.store.transaction():
+                self.store.insert("generations", GEN_COLUMNS, [tuple(r) for r in self.pending], "INSERT OR REPLACE")
+            self.pending = []
+        self.last = now
+
+
+class _Meter:
+    """Samples and tokens done, their rates, and a log line every ``every`` seconds off a terminal."""
+
+    def __init__(self, name: str, total: int, every: float = 30.0):
+        self.name, self.total, self.every = name, total, every
+        self.start = self.last_log = time.perf_counter()
+        self.done = self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.done += 1
+        self.tokens += tokens
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed
+
+    def maybe_log(self) -> None:
+        now = time.perf_counter()
+        if console.is_terminal or now - self.last_log < self.every:
+            return
+        self.last_log = now
+        rate = self.done / self.elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        log.info("generate: %s: %d/%d samples, %.2f samples/s, %.0f tok/s, eta %s",
+                 self.name, self.done, self.total, rate, self.tokens_per_s, _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"
+
+
 def _input(store: Store, w: _Work, cfg, seed: int) -> TeacherInput:
     s = cfg.sampling
     return TeacherInput(
         key=w.key, seed_id=w.seed_id, question=w.question,
-        images=[store.media.image(h) for h in w.images], messages=w.messages,
+        images=[store.media.image(h, max_pixels=cfg.max_pixels) for h in w.images], messages=w.messages,
         sampling=Sampling(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, seed=seed + w.sample_index),
         sample_index=w.sample_index, metadata={"source": w.source, "split": w.split},

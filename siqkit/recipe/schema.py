@@ -19,7 +19,7 @@ from siqkit.seeds.sources import SOURCE_TYPES
 from siqkit.train.config import StudentConfig, TrainConfig
 
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
-BACKENDS = ("transformers", "llama_cpp", "openai", "python")
+BACKENDS = ("transformers", "vllm", "llama_cpp", "openai", "python")
 DIGIT_OPERATIONS = ("add", "subtract", "multiply")
 INTERNAL_KEYS = ("is_tiny", "path")  # Recipe fields set by load_recipe, not by the YAML
 FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
@@ -168,6 +168,7 @@ class RouteConfig(_Model):
     splits: list[str] | None = None
     labels: list[str] | None = None  # any of these task labels (siqkit.annotate.labels rules)
     question_regex: str | None = None  # searched, case-insensitive
+    images: bool | None = None  # true: only seeds with images; false: only text-only seeds
 
     @field_validator("question_regex")
     @classmethod
@@ -184,9 +185,9 @@ class TeacherConfig(_Model):
     """One teacher. Each backend module's docstring lists the fields it reads."""
 
     name: str
-    backend: Literal["transformers", "llama_cpp", "openai", "python"]
+    backend: Literal["transformers", "vllm", "llama_cpp", "openai", "python"]
     arch: str | None = None  # architecture (e.g. qwen3_vl): what --tiny builds a twin of
-    path: Path | None = None  # transformers: checkpoint folder; llama_cpp: .gguf file
+    path: Path | None = None  # transformers, vllm: checkpoint folder; llama_cpp: .gguf file
     mmproj: Path | None = None  # llama_cpp: vision projector .gguf
     callable: str | None = None  # python: "module:function" or "module:Class"
     options: dict[str, Any] = Field(default_factory=dict)  # python: keyword arguments to it
@@ -198,15 +199,30 @@ class TeacherConfig(_Model):
     backoff_s: float = 1.0  # openai: first backoff; doubles each retry, with jitter
     max_backoff_s: float = 60.0  # openai
     extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
-    quantization: Literal["4bit", "8bit", "bf16", "fp16", "fp32"] = "4bit"  # transformers (NF4)
+    # transformers: bitsandbytes NF4/LLM.int8 or a dtype. vllm: a pre-quantized checkpoint
+    # (AWQ, GPTQ, compressed-tensors, FP8) loads as stored whatever this says; on an
+    # unquantized one, 8bit and fp8 quantize in flight (see siqkit/teachers/backends/vllm_engine.py).
+    quantization: Literal["4bit", "8bit", "fp8", "bf16", "fp16", "fp32"] = "4bit"
     device: str | None = None  # transformers: default cuda when available, else cpu
     quantize_vision: bool = False  # transformers: also quantize a VLM's vision tower
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # transformers
-    batch_size: int = 8  # samples per generate call (and per commit)
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # transformers, vllm
+    # Requests per backend call: the generate batch of transformers (static batching), the
+    # requests of python/openai/llama_cpp teachers. None: 8, or on a CUDA GPU the transformers
+    # backend sizes its batches from the memory left for the KV cache. Commits are separate
+    # (generate.commit_rows).
+    batch_size: int | None = None
+    batching: Literal["static", "continuous"] = "static"  # transformers: continuous = its paged engine
+    window: int | None = None  # vllm, transformers continuous: requests in the engine at once [512]
+    max_pixels: int | None = None  # every backend: larger images are downscaled to this many pixels
+    gpu_memory_utilization: float = 0.90  # vllm: share of GPU memory for weights, activations and KV cache
+    max_model_len: int | None = None  # vllm: prompt + output tokens; default the checkpoint's own
+    tensor_parallel_size: int = 1  # vllm: GPUs of this node to split the model over
+    enforce_eager: bool | None = None  # vllm: no CUDA graphs / compilation; default: true on CPU only
+    kv_cache_gb: float | None = None  # vllm: KV cache size; default: from gpu_memory_utilization (CPU: 4)
     n_ctx: int = 4096  # llama_cpp
     n_gpu_layers: int = -1  # llama_cpp: -1 offloads every layer when built with GPU support
     n_threads: int | None = None  # llama_cpp
-    trust_remote_code: bool = False  # transformers: only if you trust the checkpoint's code
+    trust_remote_code: bool = False  # transformers, vllm: only if you trust the checkpoint's code
     samples: int = 1  # samples per seed (k); pass rates over k give difficulty
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
@@ -215,7 +231,7 @@ class TeacherConfig(_Model):
     @model_validator(mode="after")
     def _backend_needs(self, info: ValidationInfo) -> "TeacherConfig":
         tiny = bool((info.context or {}).get("tiny"))  # --tiny builds twins: no checkpoint needed
-        need = {"transformers": "path", "llama_cpp": "path", "python": "callable"}.get(self.backend)
+        need = {"transformers": "path", "vllm": "path", "llama_cpp": "path", "python": "callable"}.get(self.backend)
         if need and getattr(self, need) is None and not (tiny and need == "path"):
             raise ValueError(f"{need}: required for the '{self.backend}' backend")
         if self.backend == "openai" and not tiny:
@@ -226,8 +242,24 @@ class TeacherConfig(_Model):
                     raise ValueError(f"endpoints[{j}].url: required, e.g. http://127.0.0.1:8000")
         if self.samples < 1:
             raise ValueError(f"samples: must be at least 1 (got {self.samples})")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be at least 1 (got {self.batch_size})")
+        for key in ("batch_size", "window", "max_pixels", "max_model_len"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: must be at least 1 (got {value})")
+        if self.max_pixels is not None and self.max_pixels < 28 * 28:
+            raise ValueError(f"max_pixels: must be at least 784 (28x28; got {self.max_pixels})")
+        if self.kv_cache_gb is not None and not self.kv_cache_gb > 0:
+            raise ValueError(f"kv_cache_gb: must be greater than 0 (got {self.kv_cache_gb})")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization: must be in (0, 1] (got {self.gpu_memory_utilization})")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size: must be at least 1 (got {self.tensor_parallel_size})")
+        if self.quantization == "fp8" and self.backend != "vllm":
+            raise ValueError("quantization: 'fp8' is a vllm quantization; the transformers backend "
+                             "offers 4bit, 8bit, bf16, fp16 and fp32")
+        if self.batching == "continuous" and self.backend != "transformers":
+            raise ValueError("batching: 'continuous' is an option of the transformers backend "
+                             "(vllm always batches continuously)")
         return self
 
 
@@ -237,6 +269,11 @@ class GenerateConfig(_Model):
     routing: Literal["first", "all"] = "first"  # first matching teacher per seed, or every match
     splits: list[str] | None = None  # None: every split (test traces measure teacher accuracy)
     max_seeds: dict[str, int] | None = None  # per split; a deterministic sample, for smoke tests
+    # Finished samples are committed to the store in small transactions, apart from how many
+    # requests the engine holds: at least every commit_rows samples or commit_seconds seconds,
+    # so a kill -9 loses only the requests in flight and those few seconds.
+    commit_rows: int = Field(64, ge=1)
+    commit_seconds: float = Field(2.0, gt=0)
 
 
 class AnnotateConfig(_Model):

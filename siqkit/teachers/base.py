@@ -4,14 +4,25 @@ A teacher receives a batch of :class:`TeacherInput` and returns one
 :class:`TeacherOutput` per input, in the same order. Backends never raise for a
 single bad sample: they return an output with ``finish_reason="error"`` and the
 error text, so the generate stage can store it with its reason and go on.
+
+An engine that batches continuously (vLLM, transformers' paged engine) also offers
+``stream``: it pulls inputs lazily, keeps up to its window of requests in flight, and
+yields each output as soon as it finishes, in completion order. :func:`iter_outputs`
+gives the generate stage one loop for both kinds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Literal, Protocol
 
 from PIL import Image
+
+
+DEFAULT_BATCH = 8
+"""Requests per ``generate`` call when a recipe gives no ``batch_size`` (and the backend no window)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,7 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    min_new_tokens: int = 0  # forced-length outputs for benchmarks (transformers, vllm); recipes leave it 0
 
 
 @dataclass
@@ -63,3 +75,31 @@ class Teacher(Protocol):
     def generate(self, batch: list[TeacherInput]) -> list[TeacherOutput]: ...
 
     def close(self) -> None: ...
+
+
+class StreamingTeacher(Teacher, Protocol):
+    """A teacher whose engine takes many requests at once and finishes them one by one.
+
+    ``stream`` consumes ``inputs`` lazily (at most ``window`` ahead of what has finished)
+    and yields one output per input, as each finishes; ``window`` is how many requests it
+    holds at once.
+    """
+
+    window: int
+
+    def stream(self, inputs: Iterable[TeacherInput]) -> Iterator[TeacherOutput]: ...
+
+
+def iter_outputs(teacher: Teacher, inputs: Iterable[TeacherInput], chunk: int) -> Iterator[TeacherOutput]:
+    """Every input's output, as soon as the teacher has it.
+
+    A streaming teacher gets the whole (lazy) input stream; any other gets ``generate``
+    calls of ``chunk`` inputs, and its outputs come back one call at a time.
+    """
+    stream = getattr(teacher, "stream", None)
+    if stream is not None:
+        yield from stream(inputs)
+        return
+    it = iter(inputs)
+    while batch := list(islice(it, chunk)):
+        yield from teacher.generate(batch)

@@ -27,6 +27,21 @@ def test_first_match_wins_and_a_catch_all_takes_the_rest():
     assert Router([ocr], "first").assign("x", "train", "What colour?", True) == []
 
 
+def test_route_by_images_sends_text_only_seeds_to_a_text_teacher():
+    reasoner = teacher("reasoner", images=False)
+    thinker = teacher("thinker", images=True)
+    r = Router([reasoner, thinker], "first")
+    assert r.assign("scienceqa", "train", "Which is a mammal?", False) == ["reasoner"]
+    assert r.assign("scienceqa", "train", "Which animal is shown?", True) == ["thinker"]
+
+
+def test_max_pixels_is_part_of_the_identity_only_when_set():
+    plain = TeacherConfig(name="a", backend="python", callable="m:f")
+    capped = TeacherConfig(name="a", backend="python", callable="m:f", max_pixels=1024 * 1024)
+    assert "max_pixels" not in teacher_identity(plain)  # keys of runs made before it existed stay
+    assert teacher_identity(capped)["max_pixels"] == 1024 * 1024
+
+
 def test_work_key_changes_with_each_part_and_only_then():
     t = TeacherConfig(name="a", backend="python", callable="m:f")
     msgs = render_messages(t, "What is 2 + 2?", "src", "train", 1)
