@@ -1,3 +1,4 @@
 from siqkit.cli import main
 
-main()
+if __name__ == "__main__":  # vLLM starts its engine in a spawned process, which imports this module
+    main()

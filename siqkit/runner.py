@@ -28,6 +28,8 @@ from siqkit.seeds.stage import run_seeds
 from siqkit.train.stage import run_train
 from siqkit.seeds.sources import build_source
 from siqkit.store import RunLock, Store
+from siqkit.teachers.backends import TeacherLoadError
+from siqkit.teachers.registry import missing_packages
 
 log = logging.getLogger("siqkit")
 
@@ -76,6 +78,10 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
             from siqkit.tiny import build_twins
 
             build_twins(recipe)
+        if "generate" in stages or ("annotate" in stages and recipe.annotate.judge):
+            missing = missing_packages(recipe.teachers)
+            if missing:  # before any stage: not after an hour of seeds
+                raise TeacherLoadError(missing[0])
         store = Store.open(run_dir, create=True)
         try:
             ready = [s for s in stages if s in STAGE_RUNNERS]
@@ -170,4 +176,5 @@ def plan(recipe: Recipe) -> dict:
                        "model": model, "samples": "-"})
     return {"recipe": str(recipe.path), "run_dir": str(recipe.run_dir), "seed": recipe.seed,
             "stages": stages, "sources": sources, "models": models,
-            "max_total": recipe.seeds.max_total}
+            "max_total": recipe.seeds.max_total,
+            "warnings": [] if recipe.is_tiny else missing_packages(recipe.teachers)}

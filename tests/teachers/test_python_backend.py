@@ -182,5 +182,5 @@ def test_missing_callable():
 
 
 def test_unknown_backend():
-    with pytest.raises(TeacherLoadError, match="unknown teacher backend 'vllm'.*llama_cpp, openai, python, transformers"):
-        load_teacher(SimpleNamespace(name="x", backend="vllm"))
+    with pytest.raises(TeacherLoadError, match="unknown teacher backend 'sglang'.*llama_cpp, openai, python, transformers, vllm"):
+        load_teacher(SimpleNamespace(name="x", backend="sglang"))

@@ -3,6 +3,7 @@
 - :mod:`.python_fn`: a plain Python callable (``backend: python``);
 - :mod:`.openai_http`: OpenAI-compatible ``/v1/chat/completions`` servers (``backend: openai``);
 - :mod:`.transformers_hf`: a local Hugging Face checkpoint (``backend: transformers``);
+- :mod:`.vllm_engine`: a local checkpoint in vLLM's offline engine (``backend: vllm``);
 - :mod:`.llama_cpp_gguf`: a local GGUF through llama-cpp-python (``backend: llama_cpp``).
 
 Backends read their settings from a config object's attributes with :func:`opt`, so a
@@ -35,6 +36,16 @@ def opt(cfg: Any, name: str, default: Any) -> Any:
 def error_output(inp: TeacherInput, message: str) -> TeacherOutput:
     """The output for a sample that failed: no text, ``finish_reason="error"``."""
     return TeacherOutput(key=inp.key, text="", finish_reason="error", error=message)
+
+
+def eos_ids(*values: Any) -> list[int]:
+    """The distinct integer token ids among ``values`` (each an id, a list of ids or None)."""
+    ids: list[int] = []
+    for v in values:
+        for t in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(t, int) and t not in ids:
+                ids.append(t)
+    return ids
 
 
 def describe(exc: BaseException) -> str:
