@@ -212,7 +212,9 @@ class TeacherConfig(_Model):
     # (generate.commit_rows).
     batch_size: int | None = None
     batching: Literal["static", "continuous"] = "static"  # transformers: continuous = its paged engine
-    window: int | None = None  # vllm, transformers continuous: requests in the engine at once [512]
+    # vllm, transformers continuous: requests in the engine at once [512]; transformers static:
+    # requests per generate call, sorted by length inside it [4 x batch_size, or 512 when sized]
+    window: int | None = None
     max_pixels: int | None = None  # every backend: larger images are downscaled to this many pixels
     gpu_memory_utilization: float = 0.90  # vllm: share of GPU memory for weights, activations and KV cache
     max_model_len: int | None = None  # vllm: prompt + output tokens; default the checkpoint's own
