@@ -43,6 +43,11 @@ log = logging.getLogger("siqkit.tiny")
 
 
 
+VLLM_TWIN_DIMS = {"heads": 2, "kv_heads": 1}
+"""A vllm teacher's twin: 32-wide attention heads (the default twin's are 16), the narrowest
+vLLM's CPU attention runs."""
+
+
 def prepare_tiny(recipe: Recipe) -> None:
     """Check that every model can be twinned and cap the data; builds and writes nothing."""
     from siqkit.export.gguf_writer import SUPPORTED_GGUF_ARCHS
@@ -108,7 +113,8 @@ def build_twins(recipe: Recipe) -> None:
                     write_mmproj(out / f"{t.arch}-hf", t.mmproj)
         else:
             if not (out / "config.json").exists():
-                tiny_from(t.path, out) if _has_checkpoint(t) else make_tiny(t.arch, out)
+                dims = VLLM_TWIN_DIMS if t.backend == "vllm" else {}
+                tiny_from(t.path, out, **dims) if _has_checkpoint(t) else make_tiny(t.arch, out, **dims)
             t.path = out
             if t.backend == "openai":  # no class behind a URL: a local twin of its arch
                 t.backend, t.endpoints, t.api_key_env = "transformers", [], None
@@ -142,6 +148,7 @@ def _serve_twin_with_vllm(t, twin: Path) -> None:
             t.quantization = "4bit"
         return
     t.quantization = "fp32"  # a twin is stored unquantized in fp32, and vLLM 0.32 has no in-flight 4-bit
+    t.max_model_len = None  # the twin's own context: a real model's may be longer than it
 
 
 def _is_checkpoint(path) -> bool:

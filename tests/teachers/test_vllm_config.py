@@ -1,4 +1,4 @@
-"""How a recipe's ``quantization`` becomes vLLM's arguments; no engine needed."""
+"""How a recipe's settings become vLLM's arguments, and its errors one line; no engine needed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from siqkit.teachers.backends import TeacherLoadError
+from siqkit.teachers.backends import TeacherLoadError, describe
 from siqkit.teachers.backends.vllm_engine import engine_quantization
 
 WITHOUT_BNB = ["awq", "gptq", "compressed-tensors", "fp8", "int8_per_channel_weight_only"]
@@ -44,3 +44,19 @@ def test_unknown_or_missing_methods_are_refused():
         resolve("int3")
     with pytest.raises(TeacherLoadError, match="cannot quantize to fp8 in flight"):
         resolve("fp8", available=["awq"])
+
+
+def test_a_pydantic_validation_error_is_described_by_its_problem():
+    from pydantic import BaseModel, model_validator
+
+    class ModelConfig(BaseModel):
+        max_model_len: int
+
+        @model_validator(mode="after")
+        def _fits(self):
+            raise ValueError(f"User-specified max_model_len ({self.max_model_len}) is greater than the derived one")
+
+    with pytest.raises(Exception) as e:
+        ModelConfig(max_model_len=8192)
+    assert describe(e.value) == "User-specified max_model_len (8192) is greater than the derived one"
+    assert describe(RuntimeError("boom\nmore")) == "RuntimeError: boom"

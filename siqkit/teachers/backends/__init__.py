@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from typing import Any
 
 from PIL import Image
@@ -49,9 +50,18 @@ def eos_ids(*values: Any) -> list[int]:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for an exception: its type and message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """One line for an exception: its type and message.
+
+    A pydantic validation error (vLLM validates its engine arguments with pydantic) gives
+    its first problem instead of its "1 validation error for X" header.
+    """
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    if re.match(r"\d+ validation errors? for ", text[0]) and len(text) > 1:
+        problem = next((t for t in text[1:] if t.startswith("Value error, ")), text[1])
+        return re.sub(r"\s*\[type=.*$", "", problem.removeprefix("Value error, "))
+    return f"{type(exc).__name__}: {text[0]}"
 
 
 def image_data_url(image: Image.Image) -> str:
