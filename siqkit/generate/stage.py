@@ -120,13 +120,14 @@ def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[tuple]) -> dict:
     writer = _Writer(store, recipe.generate.commit_rows, recipe.generate.commit_seconds)
     meter = _Meter(cfg.name, len(todo))
     chunk = getattr(teacher, "window", None) or cfg.batch_size or DEFAULT_BATCH
+    shared = (json.dumps(identity), json.dumps(sampling))  # the same in every row of this teacher
     try:
         with make_progress() as progress:
             task = progress.add_task(f"generate: {cfg.name}", total=len(todo), unit="samples")
             inputs = (_input(store, w, cfg, recipe.seed) for w in todo)
             for out in iter_outputs(teacher, inputs, chunk):
                 w = by_key.pop(out.key)  # each key comes back once
-                writer.add(_row(w, out, cfg.name, identity, sampling, c))
+                writer.add(_row(w, out, cfg.name, shared, c))
                 meter.add(out.completion_tokens or 0)
                 progress.update(task, advance=1, description=f"generate: {cfg.name} ({meter.tokens_per_s:,.0f} tok/s)")
                 meter.maybe_log()
@@ -150,12 +151,16 @@ def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[tuple]) -> dict:
     return c
 
 
-def _row(w: _Work, out: TeacherOutput, teacher: str, identity: dict, sampling: dict, c: dict) -> list:
-    """The ``generations`` row of one output, its ``seconds`` left to :class:`_Writer`."""
+def _row(w: _Work, out: TeacherOutput, teacher: str, shared: tuple[str, str], c: dict) -> list:
+    """The ``generations`` row of one output, its ``seconds`` left to :class:`_Writer`.
+
+    ``shared`` is the teacher's identity and sampling, as JSON.
+    """
     parsed = parse_cot(out.text, out.finish_reason, out.error)
     c["parse"][parsed.status] = c["parse"].get(parsed.status, 0) + 1
     c["errors"] += out.finish_reason == "error"
-    return [w.key, w.seed_id, teacher, json.dumps(identity), json.dumps(w.messages), json.dumps(sampling),
+    identity, sampling = shared
+    return [w.key, w.seed_id, teacher, identity, json.dumps(w.messages), sampling,
             w.sample_index, out.text, parsed.reasoning, parsed.answer, parsed.status, parsed.reason,
             out.finish_reason, out.error, out.prompt_tokens, out.completion_tokens, None, datetime.now()]
 

@@ -576,7 +576,6 @@ class ContinuousTransformersTeacher(TransformersTeacher):
 
     def _start_engine(self, sampling: Sampling, forced: bool):
         """A started continuous-batching manager for these sampling settings."""
-        import torch
         from transformers import ContinuousBatchingConfig
 
         gen = copy.deepcopy(self.model.generation_config)
@@ -592,18 +591,19 @@ class ContinuousTransformersTeacher(TransformersTeacher):
             page = 256
             cb.update(page_size=page, max_batch_tokens=CPU_MAX_BATCH_TOKENS,
                       num_blocks=cpu_cache_blocks(self.shape, self.window, sampling.max_new_tokens, page))
-        with torch.inference_mode():
-            manager = self.model.init_continuous_batching(
-                generation_config=gen, continuous_batching_config=ContinuousBatchingConfig(**cb)
-            )
-            try:
-                if forced:
-                    _add_min_new_tokens(manager, self.eos_ids, self.model.device)
-                manager.warmup()  # captures CUDA graphs where the engine uses them; else nothing
-                manager.start()
-            except BaseException:
-                _stop(manager, hard=True)
-                raise
+        # Not under inference_mode: the engine's thread updates the tensors made here in place,
+        # and transformers before 5.2x refuses that for inference tensors.
+        manager = self.model.init_continuous_batching(
+            generation_config=gen, continuous_batching_config=ContinuousBatchingConfig(**cb)
+        )
+        try:
+            if forced:
+                _add_min_new_tokens(manager, self.eos_ids, self.model.device)
+            manager.warmup()  # captures CUDA graphs where the engine uses them; else nothing
+            manager.start()
+        except BaseException:
+            _stop(manager, hard=True)
+            raise
         return manager
 
 

