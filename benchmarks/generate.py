@@ -64,7 +64,7 @@ def build_twin(out: Path, args) -> Path:
                      kv_heads=max(1, heads // 2), intermediate=args.hidden * 3, init_std=0.1)
 
 
-def _real_shape_twin(out: Path, device: str) -> Path:
+def _real_shape_twin(out: Path, device: str, d: dict = QWEN3_8B) -> Path:
     """Qwen3-8B's shape with random bf16 weights (made on ``device``) and a small tokenizer.
 
     The embedding and LM head keep the real 151,936 rows; the tokenizer uses the first few
@@ -77,7 +77,6 @@ def _real_shape_twin(out: Path, device: str) -> Path:
 
     make_tiny("qwen3", out, hidden=64, layers=1, heads=2, kv_heads=1, intermediate=128)  # tokenizer, template
     small = json.loads((out / "config.json").read_text())
-    d = QWEN3_8B
     config = Qwen3Config(
         vocab_size=d["vocab_size"], hidden_size=d["hidden"], intermediate_size=d["intermediate"],
         num_hidden_layers=d["layers"], num_attention_heads=d["heads"], num_key_value_heads=d["kv_heads"],
