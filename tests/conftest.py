@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,19 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300
         [sys.executable, "-m", "siqkit", *args], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def kill_9_once_committed(*args: str, cwd: Path, store: Path, wal_bytes: int, timeout: float = 120) -> None:
+    """Start ``siqkit ARGS`` and ``kill -9`` it, with every process it started, once the run
+    store's write-ahead log holds ``wal_bytes`` (some commits have landed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "siqkit", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wal = store.with_suffix(".duckdb.wal")
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (wal.exists() and wal.stat().st_size > wal_bytes):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture

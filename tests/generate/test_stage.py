@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import textwrap
 
 import duckdb
 import pytest
 import yaml
+
+from tests.conftest import kill_9_once_committed
 
 TEACHERS = '''
 import json, os, re, time
@@ -186,18 +182,8 @@ def test_kill_9_mid_generation_loses_at_most_the_batch_in_flight(cli, tmp_path):
                             "options": {"delay": 0.25}, "batch_size": 5}], questions(60),
                 generate={"commit_rows": 5, "commit_seconds": 600})
     ok(cli("run", rec, "--only", "seeds"))
-    proc = subprocess.Popen([sys.executable, "-m", "siqkit", "run", rec, "--only", "generate"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "run" / "store.duckdb"
-    deadline = time.time() + 60
-    time.sleep(2.0)
-    while time.time() < deadline:  # wait until some batches are committed (the WAL grows)
-        wal = db.with_suffix(".duckdb.wal")
-        if wal.exists() and wal.stat().st_size > 20_000:
-            break
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_once_committed("run", rec, "--only", "generate", cwd=tmp_path, store=tmp_path / "run" / "store.duckdb",
+                          wal_bytes=20_000, timeout=60)
     done = query(tmp_path, "SELECT count(*) FROM generations")[0][0]
     assert 0 < done < 60 and done % 5 == 0  # whole batches only
     res = ok(cli("run", rec, "--only", "generate"))

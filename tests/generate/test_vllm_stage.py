@@ -7,17 +7,12 @@ and each checks several things.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import duckdb
 import pytest
 import yaml
 
-from tests.conftest import require_vllm
+from tests.conftest import kill_9_once_committed, require_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -77,18 +72,8 @@ def test_kill_9_mid_generation_then_rerun_gives_every_sample_once(cli, tmp_path,
     n = 400
     rec = setup(tmp_path, twin, n, {"window": 8, "sampling": {"max_new_tokens": 128}}, commit_rows=4)
     assert cli("run", rec, "--only", "seeds").returncode == 0
-    # its own process group: kill -9 takes vLLM's engine process down with it, as a crash would
-    proc = subprocess.Popen([sys.executable, "-m", "siqkit", "run", rec, "--only", "generate"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    db = tmp_path / "run" / "store.duckdb"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # until some commits have landed (the WAL grows)
-        wal = db.with_suffix(".duckdb.wal")
-        if wal.exists() and wal.stat().st_size > 40_000:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_once_committed("run", rec, "--only", "generate", cwd=tmp_path, store=tmp_path / "run" / "store.duckdb",
+                          wal_bytes=40_000, timeout=300)
     done = query(tmp_path, "SELECT count(*) FROM generations")[0][0]
     assert 0 < done < n
     res = cli("run", rec, "--only", "generate", timeout=600)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -91,24 +92,31 @@ def check_images(inp: TeacherInput) -> None:
         raise ValueError(f"messages have {n} image part(s) but the input has {len(inp.images)} image(s)")
 
 
-def openai_messages(inp: TeacherInput) -> list[dict]:
-    """The input's messages in OpenAI form: each image part becomes an ``image_url`` part
-    holding the next image as a base64 PNG data URL; text and string contents are kept."""
+def with_images(inp: TeacherInput, image_part: Callable[[Image.Image], dict], text_parts: bool = False) -> list[dict]:
+    """The input's messages with each ``{"type": "image"}`` part made ``image_part(next image)``.
+
+    Other parts are kept; a string content stays a string, or with ``text_parts`` becomes
+    one text part (and a missing one an empty text part). Raises ``ValueError`` unless every
+    image has exactly one placeholder.
+    """
     check_images(inp)
     images = iter(inp.images)
     out = []
     for m in inp.messages:
         content = m.get("content")
         if isinstance(content, list):
-            parts = []
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "image":
-                    parts.append({"type": "image_url", "image_url": {"url": image_data_url(next(images))}})
-                else:
-                    parts.append(part)
-            content = parts
+            content = [image_part(next(images)) if isinstance(p, dict) and p.get("type") == "image" else p
+                       for p in content]
+        elif text_parts:
+            content = [{"type": "text", "text": content or ""}]
         out.append({**m, "content": content})
     return out
+
+
+def openai_messages(inp: TeacherInput) -> list[dict]:
+    """The input's messages in OpenAI form: each image part becomes an ``image_url`` part
+    holding the next image as a base64 PNG data URL; text and string contents are kept."""
+    return with_images(inp, lambda im: {"type": "image_url", "image_url": {"url": image_data_url(im)}})
 
 
 def text_only_messages(inp: TeacherInput) -> list[dict]:

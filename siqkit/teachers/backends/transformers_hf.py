@@ -134,13 +134,13 @@ from typing import Any
 
 from siqkit.teachers.backends import (
     TeacherLoadError,
-    check_images,
     count_image_parts,
     describe,
     eos_ids,
     error_output,
     opt,
     text_only_messages,
+    with_images,
 )
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput, TeacherOutput
 
@@ -421,20 +421,7 @@ class TransformersTeacher:
     def _conversation(self, inp: TeacherInput) -> list[dict]:
         if not self.vision:
             return text_only_messages(inp)
-        check_images(inp)
-        images = iter(inp.images)
-        conv = []
-        for m in inp.messages:
-            content = m.get("content")
-            if isinstance(content, str) or content is None:
-                parts = [{"type": "text", "text": content or ""}]
-            else:
-                parts = [
-                    {"type": "image", "image": next(images).convert("RGB")} if p.get("type") == "image" else p
-                    for p in content
-                ]
-            conv.append({**m, "content": parts})
-        return conv
+        return with_images(inp, lambda im: {"type": "image", "image": im.convert("RGB")}, text_parts=True)
 
     def _encode(self, conversations: list[list[dict]]):
         if self.vision:

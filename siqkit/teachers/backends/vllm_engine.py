@@ -68,12 +68,12 @@ from typing import Any
 
 from siqkit.teachers.backends import (
     TeacherLoadError,
-    check_images,
     describe,
     eos_ids,
     error_output,
     opt,
     text_only_messages,
+    with_images,
 )
 from siqkit.teachers.base import Sampling, TeacherInput, TeacherOutput
 
@@ -218,16 +218,7 @@ class VLLMTeacher:
     def _messages(self, inp: TeacherInput) -> list[dict]:
         if not self.vision:
             return text_only_messages(inp)
-        check_images(inp)
-        images = iter(inp.images)
-        out = []
-        for m in inp.messages:
-            content = m.get("content")
-            if isinstance(content, list):
-                content = [{"type": "image_pil", "image_pil": next(images).convert("RGB")}
-                           if p.get("type") == "image" else p for p in content]
-            out.append({**m, "content": content if content is not None else ""})
-        return out
+        return with_images(inp, lambda im: {"type": "image_pil", "image_pil": im.convert("RGB")}, text_parts=True)
 
     def _add(self, inp: TeacherInput) -> str:
         """Queue one request; returns the engine's id of it (the counter before vLLM's suffix)."""
