@@ -161,7 +161,8 @@ def plan(recipe: Recipe) -> dict:
                         "rows": info.get("rows"), "size_bytes": info.get("size_bytes"),
                         "splits": info.get("splits"), "max": cfg.max, "weight": cfg.weight})
     models = [{"role": "teacher", "name": t.name, "backend": t.backend,
-               "model": str(t.path or t.callable or t.model or ""), "samples": t.samples}
+               "model": str(t.path or t.callable or t.model or ("(tiny twin)" if recipe.is_tiny else "")),
+               "samples": t.samples}
               for t in recipe.teachers]
     st = recipe.student
     if st is not None:
