@@ -132,7 +132,7 @@ class HFReference:
         self.vision = is_vision(self.model_type)
         self.n_greedy = n_greedy
         self.model = load_tiny(self.dir, dtype=dtype).eval()
-        self.tok = AutoTokenizer.from_pretrained(self.dir)
+        self.tok = AutoTokenizer.from_pretrained(self.dir, trust_remote_code=False, local_files_only=True)
         self._processor = None
         self._cases: dict[tuple, _Case] = {}
 
@@ -141,7 +141,7 @@ class HFReference:
         if self._processor is None:
             from siqkit.models import load_processor
 
-            self._processor = load_processor(self.dir)
+            self._processor = load_processor(self.dir, trust_remote_code=False, local_files_only=True)
         return self._processor
 
     def _generate(self, inputs: dict) -> tuple[list[int], np.ndarray]:

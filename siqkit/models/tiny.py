@@ -395,8 +395,14 @@ def tiny_from(model_dir_or_config: str | Path | PretrainedConfig | dict, out_dir
 
 
 def load_tiny(path: str | Path, **kwargs: Any):
-    """Load a twin (or any supported checkpoint) with the Auto class that fits its config."""
-    cfg = AutoConfig.from_pretrained(path)
+    """Load a twin (or any supported checkpoint) with the Auto class that fits its config.
+
+    Offline, and never with the checkpoint's own code unless ``trust_remote_code=True`` is
+    passed: a folder whose config names Python files (``auto_map``) loads with the built-in
+    class of its ``model_type``.
+    """
+    kwargs = {"trust_remote_code": False, "local_files_only": True, **kwargs}
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=kwargs["trust_remote_code"], local_files_only=True)
     if is_vision(cfg.model_type):
         return transformers.AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     return transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)

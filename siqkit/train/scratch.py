@@ -144,7 +144,8 @@ def pretrain_vision(model_dir: str | Path, rows: list[TraceRow], *, steps: int, 
                           "set it to 0 or add captions (see siqkit/train/data.py)")
     torch.manual_seed(seed)
     processor = load_processor_for(model_dir, True)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True,
+                                                        trust_remote_code=False)
     inner = model.model
     tokenizer = processor.tokenizer
     params = [p for n, p in model.named_parameters() if part_of(n) in ("vision", "projector")]

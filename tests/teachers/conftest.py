@@ -60,7 +60,9 @@ class FakeOpenAI:
     ``[500xN]``, ``[503xN]``, ``[429xN]`` (with ``Retry-After: 1``), ``[hangxN]`` (sleep
     ``hang_s`` before answering), ``[garbagexN]`` (a non-JSON 200 body), ``[schemaxN]`` (JSON
     without ``choices``), ``[400]`` (always 400), ``[echoauth]`` (always 500 with the
-    request's Authorization header in the body), ``[sleep=S]`` (answer after S seconds),
+    request's Authorization header in the body; ``[echoauthcut]``: with the key across the
+    200th character), ``[echokey]`` (a 200 answer that repeats the Authorization header),
+    ``[sleep=S]`` (answer after S seconds),
     ``[length]`` (finish_reason length), ``[reasoning]`` (reasoning in ``reasoning_content``).
     """
 
@@ -122,6 +124,11 @@ class FakeOpenAI:
             return _send(h, 404, b'{"error": "not found"}')
         if failing("400"):
             return _send(h, 400, b'{"error": {"message": "bad request"}}')
+        if "echoauthcut" in faults:  # the key starts 10 characters before the body's 200th
+            start = '{"pad": "", "error": "Bearer '
+            pad = "x" * (190 - len(start))
+            body = f'{{"pad": "{pad}", "error": "{h.headers.get("Authorization")}"}}'
+            return _send(h, 500, body.encode())
         if "echoauth" in faults:
             return _send(h, 500, json.dumps({"error": h.headers.get("Authorization")}).encode())
         for code in ("500", "503"):
@@ -138,6 +145,8 @@ class FakeOpenAI:
         if "sleep" in faults:
             time.sleep(float(faults["sleep"].group(3)))
         message = {"role": "assistant", "content": f"<think>\nthinking about {text}\n</think>\n\nanswer: {text}"}
+        if "echokey" in faults:  # a 200 reply that repeats the request's Authorization header
+            message["content"] += f" (you sent {h.headers.get('Authorization')})"
         if "reasoning" in faults:
             message = {"role": "assistant", "content": "final", "reasoning_content": "hidden steps"}
         reply = {

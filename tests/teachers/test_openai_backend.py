@@ -74,6 +74,18 @@ def test_api_key_sent_as_bearer_and_never_in_errors(fake_openai, ocfg, mk, monke
     assert KEY not in repr(t.__dict__.get("endpoints"))
 
 
+def test_no_part_of_the_key_survives_a_cut_body_or_a_reply_that_echoes_it(fake_openai, ocfg, mk, monkeypatch, caplog):
+    monkeypatch.setenv("SIQ_TEST_KEY", KEY)
+    srv = fake_openai()
+    t = load_teacher(ocfg((srv.url, 2), api_key_env="SIQ_TEST_KEY", max_retries=0))
+    with caplog.at_level(logging.DEBUG):
+        cut, echoed = t.generate([mk("a", "[echoauthcut]"), mk("b", "[echokey]")])
+    assert cut.finish_reason == "error" and "HTTP 500" in cut.error
+    assert KEY[:8] not in cut.error  # the body is cut after the key is masked, not before
+    assert echoed.finish_reason == "stop" and KEY not in echoed.text and "Bearer ***" in echoed.text
+    assert KEY[:8] not in caplog.text
+
+
 def test_missing_api_key_env_fails_at_load(ocfg, monkeypatch):
     monkeypatch.delenv("SIQ_TEST_MISSING", raising=False)
     with pytest.raises(TeacherLoadError, match="SIQ_TEST_MISSING"):

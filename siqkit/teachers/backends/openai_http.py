@@ -229,6 +229,12 @@ class OpenAITeacher:
     def _mask(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
+    def _snippet(self, raw: bytes) -> str:
+        """The start of a response body for an error message: the key masked first, then cut,
+        so no part of a key echoed near the cut survives."""
+        text = self._mask(raw.decode("utf-8", errors="replace").strip().replace("\n", " "))
+        return text[:_BODY_SNIPPET] + ("…" if len(text) > _BODY_SNIPPET else "") if text else "(empty body)"
+
     def _post(self, endpoint: Endpoint, data: bytes, inp: TeacherInput) -> TeacherOutput:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key:
@@ -239,7 +245,7 @@ class OpenAITeacher:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             try:
-                body = _snippet(exc.read() if exc.fp else b"")
+                body = self._snippet(exc.read() if exc.fp else b"")
             except (OSError, http.client.HTTPException):
                 body = "(body unreadable)"
             msg = f"HTTP {exc.code} from {endpoint.url}: {body}"
@@ -260,11 +266,12 @@ class OpenAITeacher:
             if not isinstance(message, dict):
                 raise TypeError("message is not an object")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _Retry(f"malformed response from {endpoint.url} ({describe(exc)}): {_snippet(raw)}") from None
+            raise _Retry(f"malformed response from {endpoint.url} ({describe(exc)}): {self._snippet(raw)}") from None
         text = _text(message.get("content"))
         thought = _text(message.get("reasoning_content") or message.get("reasoning"))
         if thought.strip():
             text = f"<think>\n{thought.strip()}\n</think>\n\n{text.lstrip()}"
+        text = self._mask(text)  # a server that echoes the key must not get it into the store
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         finish = choice.get("finish_reason")
         out = TeacherOutput(
@@ -291,7 +298,3 @@ def _text(content: Any) -> str:
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-
-def _snippet(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
-    return text[:_BODY_SNIPPET] + ("…" if len(text) > _BODY_SNIPPET else "") if text else "(empty body)"
