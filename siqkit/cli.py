@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 SetOpt = typer.Option(
@@ -322,7 +323,7 @@ def _bytes(n: int | None) -> str:
 def main() -> None:
     """Console entry point: turn siqkit errors into one line and an exit code."""
     try:
-        code = app(standalone_mode=False)  # without standalone mode, typer.Exit(n) comes back as n
+        code = app(standalone_mode=False, prog_name="siqkit")  # without standalone mode, typer.Exit(n) comes back as n
         if isinstance(code, int) and code:
             sys.exit(code)
     except SiqkitError as e:
@@ -335,10 +336,22 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
+    except _click_errors() as e:  # usage errors: one line, the usage hint, click's exit code (2)
+        console.print(f"[red]error[/red]: {escape(e.format_message())}", highlight=False, soft_wrap=True)
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            console.print(f"{escape(ctx.get_usage())}  ({ctx.command_path} -h for help)", highlight=False)
+        sys.exit(e.exit_code)
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """Click's exception class, from click and from the copy typer vendors (typer._click, 0.2x)."""
+    import importlib
+
+    classes = []
+    for module in ("typer._click", "click"):
+        try:
+            classes.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(classes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -56,3 +58,23 @@ def test_plan_memory_on_a_tiny_twin(cli, tmp_path):
     assert res.returncode == 1 and "DOES NOT FIT" in res.stdout
     res = cli("plan-memory", "--model", str(model), "--vram", "lots")
     assert res.returncode == 1 and res.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bogus"], "error: No such command 'bogus'."),
+    (["inspect"], "error: Missing argument 'run_dir'."),
+    (["run", "r.yaml", "--nope"], "error: No such option: --nope"),
+    (["plan-memory", "--model", "m", "--seq", "lots"], "error: Invalid value for '--seq': Input should be a valid integer"),
+])
+def test_usage_errors_are_one_line_and_the_usage(cli, args, message):
+    res = cli(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith(message) and lines[1].startswith("Usage: siqkit") and len(lines) == 2
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["run", "-h"], ["inspect", "-h"]])
+def test_short_and_long_help_everywhere(cli, args):
+    res = cli(*args)
+    assert res.returncode == 0 and "Usage: siqkit" in res.stdout
