@@ -19,8 +19,8 @@ with 32-token KV blocks so that prefix caching can reuse a short system prompt.
 **Quantization.** A pre-quantized checkpoint (a ``quantization_config`` in its
 ``config.json``: AWQ, GPTQ, compressed-tensors, FP8, …) is loaded as stored, whatever
 ``quantization`` says; that is the fast path on a consumer GPU: 4-bit AWQ/GPTQ weights run
-on vLLM's Marlin kernels, which decode at close to the memory-bandwidth bound of an 8B model
-in 4 bit, and need a quarter of the bf16 weight memory. On an unquantized checkpoint:
+on vLLM's Marlin kernels, built to decode near the memory-bandwidth bound, and read a quarter
+of the bf16 weight bytes per step (not yet measured by siqkit on a GPU). On an unquantized checkpoint:
 
 - ``4bit``: vLLM's in-flight bitsandbytes 4-bit when the installed vLLM still has it; vLLM
   dropped bitsandbytes (RFC vllm-project/vllm#39583) and 0.32 has no in-flight 4-bit, so
