@@ -698,6 +698,35 @@ def test_digits_gold_answers(digits_seeds):
     json.dumps([s.metadata for s in digits_seeds])  # metadata is JSON-safe
 
 
+def test_digits_two_step_questions_show_three_numbers():
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    mixed = list(build_source(cfg("digits", num_images={"train": 200}, max_digits=1,
+                                  operations=["add", "add_multiply", "multiply_add"]), seed=7).read())
+    ops = {s.metadata["operation"] for s in mixed}
+    assert ops == {"add", "add_multiply", "multiply_add"}
+    for s in mixed:
+        values = [int("".join(str(target[g]) for g in number)) for number in s.metadata["glyphs"]]
+        assert s.metadata["numbers"] == values
+        steps = 1 if s.metadata["operation"] == "add" else 2
+        assert len(values) == steps + 1
+        assert (s.metadata["steps"], s.metadata["difficulty"], s.metadata["task"]) == (
+            steps, 2 * steps, f"{steps}-step arithmetic")
+        a, b, *c = values
+        expected = {"add": a + b, "add_multiply": (a + b) * (c or [0])[0],
+                    "multiply_add": a * b + (c or [0])[0]}[s.metadata["operation"]]
+        assert s.answer == str(expected)
+        image = Image.open(io.BytesIO(s.images[0]))
+        assert image.size == (2 * 4 + (2 * len(values) - 1) * 24, 2 * 4 + 24)
+    assert mixed[0].metadata["caption"].startswith(("two handwritten numbers: ", "three handwritten numbers: "))
+    # One-step images come from the same stream as before two-step operations existed: the
+    # two numbers and the operation are drawn first.
+    only_add = list(build_source(cfg("digits", num_images={"train": 1}, max_digits=1, operations=["add"]),
+                                 seed=7).read())
+    assert only_add[0].metadata["numbers"] == mixed[0].metadata["numbers"][:2]
+
+
 def test_digits_operations_and_describe():
     source = build_source(cfg("digits", num_images={"train": 20, "test": 5}, operations=["multiply"], max_digits=1), 3)
     items = list(source.read())

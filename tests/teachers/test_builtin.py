@@ -151,10 +151,34 @@ def test_perception_brief_traces(question, fill, lines):
 
 
 def test_builtin_teachers_reject_an_unknown_detail():
-    with pytest.raises(ValueError, match="detail must be one of full, brief"):
-        EasyVQATeacher(detail="short")
-    with pytest.raises(ValueError, match="detail must be one of full, brief"):
-        DigitTeacher(detail="short")
+    with pytest.raises(ValueError, match="detail must be one of full, brief, short"):
+        EasyVQATeacher(detail="terse")
+    with pytest.raises(ValueError, match="detail must be one of full, brief, short"):
+        DigitTeacher(detail=["short", "long"])
+    with pytest.raises(ValueError, match="empty list"):
+        DigitTeacher(detail=[])
+
+
+@pytest.mark.parametrize("question, fill, line, answer", [
+    ("is there a red shape?", "blue", "I see a blue circle, so there is no red shape.", "no"),
+    ("is there a blue circle?", "blue", "I see a blue circle, so there is a blue circle.", "yes"),
+    ("is there not a blue circle?", "blue",
+     "I see a blue circle, so there is a blue circle; the question is negated.", "no"),
+    ("what color is the shape?", "blue", "I see a blue circle.", "blue"),
+])
+def test_perception_short_traces(question, fill, line, answer):
+    out = EasyVQATeacher(detail="short").generate([inp("k", question, drawn("circle", fill))])[0]
+    parsed = parse_cot(out.text)
+    assert (parsed.reasoning, parsed.answer) == (line, answer)
+
+
+def test_a_detail_list_is_cycled_over_samples():
+    image = drawn("circle", "blue")
+    batch = [TeacherInput(key=f"k{i}", seed_id="s", question="is there a red shape?", images=[image],
+                          messages=[], sample_index=i) for i in range(3)]
+    lines = [len(parse_cot(o.text).reasoning.splitlines())
+             for o in EasyVQATeacher(detail=["short", "brief"]).generate(batch)]
+    assert lines == [1, 3, 1]
 
 
 def test_perception_unknown_question_describes_the_shape():
@@ -229,6 +253,29 @@ def test_digit_reader_brief_detail(digit_test):
         a, c = re.findall(r"So the (?:first|second) number is (\d+)\.", f.text)
         assert b.text.startswith(f"1. The numbers are {a} and {c}.\n2. ")
         assert b.text.endswith(f"\n\nAnswer: {parse_cot(f.text).answer}") and b.text.count("\n") == 3
+
+
+def test_digit_reader_works_two_step_questions_in_two_steps():
+    cfg = SimpleNamespace(name="digits", type="digits", num_images={"test": 200}, max_digits=1,
+                          operations=["add_multiply", "multiply_add"], test_fraction=0.25, splits=None)
+    seeds = list(DigitsSource(cfg, 0).read())
+    brief = DigitTeacher(detail="brief").generate(digit_batch(seeds))
+    assert 0.85 < accuracy(brief, [s.answer for s in seeds]) < 1.0
+    read_right = 0
+    for s, out in zip(seeds, brief):
+        a, b, c = s.metadata["numbers"]
+        if not out.text.startswith(f"1. The numbers are {a}, {b} and {c}.\n"):
+            continue  # a misread glyph
+        read_right += 1
+        first, then = ("+", "×") if s.metadata["operation"] == "add_multiply" else ("×", "+")
+        mid = a + b if first == "+" else a * b
+        assert out.text == (f"1. The numbers are {a}, {b} and {c}.\n2. {a} {first} {b} = {mid}.\n"
+                            f"3. {mid} {then} {c} = {s.answer}.\n\nAnswer: {s.answer}")
+    assert read_right > 0.85 * len(seeds)
+    short = DigitTeacher(detail="short").generate(digit_batch(seeds[:20]))
+    assert all(o.text.count("\n") == 2 and o.text.count("=") == 2 for o in short)
+    full = DigitTeacher(detail="full").generate(digit_batch(seeds[:20]))
+    assert all("Third number: cell 5" in o.text for o in full)
 
 
 def test_digit_reader_trains_only_on_the_train_glyph_pool():

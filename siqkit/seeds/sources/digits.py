@@ -6,21 +6,29 @@ digits, ink 0-16, bundled with the package). Generation, all deterministic in ``
 1. The 1,797 glyphs are split once by a seeded permutation: ``test_fraction`` of
    them form the test pool, the rest the train pool, so a test image never reuses a
    training glyph.
-2. Each image shows two numbers of 1..``max_digits`` digits (no leading zeros), every
-   digit drawn as a random glyph of that digit from the split's pool.
-3. Layout, in one row: ``[pad][first number, right-aligned][one empty cell][second
-   number, left-aligned][pad]``. A cell is a glyph upscaled 3x (nearest) to 24x24 px,
-   so the two numbers are always exactly one cell apart. Dark ink on a white
-   background, RGB, PNG. The canvas size depends only on ``max_digits``.
-4. The question comes from an operation picked uniformly from ``operations``:
-   "add" (sum), "multiply" (product) and "subtract", phrased as "the larger number
-   minus the smaller number" so the gold answer is never negative and never depends
-   on reading order.
+2. The question comes from an operation picked uniformly from ``operations``. One-step
+   operations on two numbers: "add" (sum), "multiply" (product) and "subtract", phrased
+   as "the larger number minus the smaller number" so the gold answer is never negative
+   and never depends on reading order. Two-step operations on three numbers, read left
+   to right, which cannot be answered at a glance: "add_multiply" (add the first two,
+   then multiply by the third) and "multiply_add" (multiply the first two, then add the
+   third).
+3. Each image shows as many numbers as its operation takes, each of 1..``max_digits``
+   digits (no leading zeros), every digit drawn as a random glyph of that digit from the
+   split's pool.
+4. Layout, in one row: ``[pad][first number, right-aligned][one empty cell][second
+   number, left-aligned]([one empty cell][third number, left-aligned])[pad]``, every
+   number in a slot of ``max_digits`` cells. A cell is a glyph upscaled 3x (nearest) to
+   24x24 px, so the numbers are always at least one empty cell apart. Dark ink on a
+   white background, RGB, PNG. The canvas size depends only on ``max_digits`` and the
+   count of numbers.
 
 Each split has its own random stream, so changing the size of one split leaves the
-other's images unchanged. Metadata: ``operation``, ``numbers``, ``glyphs`` (per
-number, the ``load_digits`` indices of its digits, left to right) and ``caption``
-("two handwritten numbers: 47 and 5").
+other's images unchanged. Metadata: ``operation``, ``steps`` (arithmetic operations the
+answer takes: 1 or 2), ``difficulty`` (the generator's rating on the annotate stage's 1–5
+scale: 2 for one step, 4 for two), ``task`` ("1-step arithmetic" or "2-step arithmetic", what
+``eval.task_by: metadata.task`` groups scores by), ``numbers``, ``glyphs`` (per number, the ``load_digits`` indices of
+its digits, left to right) and ``caption`` ("two handwritten numbers: 47 and 5").
 """
 
 from __future__ import annotations
@@ -42,16 +50,25 @@ QUESTIONS = {
     "add": "What is the sum of the two numbers in the image?",
     "subtract": "What is the larger number minus the smaller number in the image?",
     "multiply": "What is the product of the two numbers in the image?",
+    "add_multiply": "Add the first two numbers in the image, then multiply the sum by the third. What is the result?",
+    "multiply_add": "Multiply the first two numbers in the image, then add the third. What is the result?",
 }
+ARITY = {"add": 2, "subtract": 2, "multiply": 2, "add_multiply": 3, "multiply_add": 3}
+STEPS = {"add": 1, "subtract": 1, "multiply": 1, "add_multiply": 2, "multiply_add": 2}
+_COUNT_WORDS = {2: "two", 3: "three"}
 DEFAULT_NUM_IMAGES = {"train": 3000, "test": 600}
 SCALE = 3  # 8 px glyph -> 24 px cell
 CELL = 8 * SCALE
 PAD = 4
-_GENERATOR_VERSION = 1  # bump when the images or questions produced here change
+_GENERATOR_VERSION = 2  # bump when the images or questions produced here change
 
 
-def gold_answer(operation: str, a: int, b: int) -> int:
-    """The exact answer to ``operation`` on the two numbers shown."""
+def gold_answer(operation: str, a: int, b: int, c: int | None = None) -> int:
+    """The exact answer to ``operation`` on the numbers shown (``c``: the third, for two-step ones)."""
+    if operation == "add_multiply":
+        return (a + b) * c
+    if operation == "multiply_add":
+        return a * b + c
     if operation == "add":
         return a + b
     if operation == "subtract":
@@ -154,27 +171,37 @@ class DigitsSource:
         return int("".join(map(str, digits))), glyphs
 
     def _one(self, rng, by_digit, cells, split: str, i: int) -> RawSeed:
-        (a, ga), (b, gb) = self._number(rng, by_digit), self._number(rng, by_digit)
+        # Draw order (two numbers, the operation, then any third number) keeps the streams
+        # of one-step operations what they were before two-step ones existed.
+        numbers = [self._number(rng, by_digit), self._number(rng, by_digit)]
         operation = self.operations[int(rng.integers(len(self.operations)))]
-        width = 2 * PAD + (2 * self.max_digits + 1) * CELL
-        canvas = np.full((2 * PAD + CELL, width), 255, dtype=np.uint8)
-        x = PAD + (self.max_digits - len(ga)) * CELL  # first number right-aligned
-        for g in ga + [None] + gb:
-            if g is not None:
+        numbers += [self._number(rng, by_digit) for _ in range(ARITY[operation] - 2)]
+        values, glyphs = [n for n, _ in numbers], [g for _, g in numbers]
+        slots = len(numbers) * self.max_digits + len(numbers) - 1
+        canvas = np.full((2 * PAD + CELL, 2 * PAD + slots * CELL), 255, dtype=np.uint8)
+        for k, number in enumerate(glyphs):
+            x = PAD + k * (self.max_digits + 1) * CELL
+            if k == 0:
+                x += (self.max_digits - len(number)) * CELL  # first number right-aligned
+            for g in number:
                 canvas[PAD : PAD + CELL, x : x + CELL] = cells[g]
-            x += CELL
+                x += CELL
         buf = io.BytesIO()
         Image.fromarray(np.stack([canvas] * 3, axis=-1), "RGB").save(buf, "PNG")
         return RawSeed(
             question=QUESTIONS[operation],
             split=split,
-            answer=str(gold_answer(operation, a, b)),
+            answer=str(gold_answer(operation, *values)),
             images=[buf.getvalue()],
             metadata={
                 "operation": operation,
-                "numbers": [a, b],
-                "glyphs": [ga, gb],
-                "caption": f"two handwritten numbers: {a} and {b}",
+                "steps": STEPS[operation],
+                "difficulty": 2 * STEPS[operation],
+                "task": f"{STEPS[operation]}-step arithmetic",
+                "numbers": values,
+                "glyphs": glyphs,
+                "caption": f"{_COUNT_WORDS[len(values)]} handwritten numbers: "
+                           f"{', '.join(map(str, values[:-1]))} and {values[-1]}",
             },
             origin=f"digits/{split}:{i}",
         )

@@ -11,7 +11,11 @@ the image and the question, never the gold answer or the seed's metadata, and th
 real mistakes, which is what lets a CPU-only run exercise difficulty estimation and
 answer filtering. Both take ``detail``: ``full`` reasoning shows the measurements behind
 each conclusion, ``brief`` only the conclusions, for students too small to reproduce
-pixel statistics. This module holds what they share.
+pixel statistics, and ``short`` one line, the least a conclusion needs. A list of them
+(``[short, brief]``) is cycled over a seed's samples: sample ``i`` is written at
+``detail[i % len(detail)]``, so k samples give the curate stage traces of several lengths
+to match to each question's difficulty (``curate.selection.reasoning_length``). This module
+holds what they share.
 """
 
 from __future__ import annotations
@@ -22,14 +26,24 @@ import random
 from siqkit.teachers.base import TeacherInput, TeacherOutput
 
 
-DETAILS = ("full", "brief")
+DETAILS = ("full", "brief", "short")
 
 
-def check_detail(detail: str) -> str:
-    """``detail`` itself, or ValueError when it is not one of :data:`DETAILS`."""
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
-    return detail
+def check_detail(detail: str | list[str] | tuple[str, ...]) -> str | tuple[str, ...]:
+    """``detail`` itself (a list as a tuple), or ValueError when it is not one of
+    :data:`DETAILS` or a non-empty list of them."""
+    several = isinstance(detail, (list, tuple))
+    for d in (detail if several else [detail]):
+        if d not in DETAILS:
+            raise ValueError(f"detail must be one of {', '.join(DETAILS)} or a list of them, not {d!r}")
+    if several and not detail:
+        raise ValueError("detail: an empty list")
+    return tuple(detail) if several else detail
+
+
+def detail_for(detail: str | tuple[str, ...], inp: TeacherInput) -> str:
+    """The detail of ``inp``'s sample: ``detail`` itself, or a list's entry for its sample index."""
+    return detail[inp.sample_index % len(detail)] if isinstance(detail, tuple) else detail
 
 
 class Phrasing:

@@ -5,9 +5,9 @@ seed's metadata, which lists the numbers). Steps:
 
 1. **Segment.** The image follows the ``digits`` source's layout
    (:mod:`siqkit.seeds.sources.digits`): one row of ``CELL``-pixel cells after a
-   ``PAD``-pixel margin, the first number right-aligned before the middle cell, the
-   second left-aligned after it, the middle cell empty. The cell count comes from the
-   image width; an image of any other size is answered with an error output.
+   ``PAD``-pixel margin, numbers separated by at least one empty cell. The cell count
+   comes from the image width; an image of any other size is answered with an error
+   output. Each run of inked cells is one number.
 2. **Read.** Each cell is averaged back to 8x8 and rescaled to scikit-learn's 0–16 ink
    range; cells without ink are skipped. An RBF support-vector classifier, sigmoid-
    calibrated so that each reading has a confidence, reads each glyph. It is trained
@@ -18,11 +18,15 @@ seed's metadata, which lists the numbers). Steps:
    second and happens once per process per (seed, test_fraction).
 3. **Compute.** The operation comes from the question's words (sum/add/plus,
    product/multiply/times, minus/difference/subtract); "the larger number minus the
-   smaller number" and "difference" give a non-negative result.
+   smaller number" and "difference" give a non-negative result. A question on three
+   numbers ("add the first two numbers …, then multiply the sum by the third";
+   "multiply the first two …, then add the third") is worked in two steps, each written
+   out.
 
 Output: numbered steps, then a final ``Answer: N`` line (no think tags, unlike the
 perception teacher), which :func:`siqkit.teachers.parse.parse_cot` reads as reasoning
-and answer; ``detail: brief`` gives two steps, the numbers and the sum. With
+and answer. ``detail: brief`` gives the numbers, then one line per arithmetic step;
+``detail: short`` one line with the arithmetic alone. With
 ``temperature > 0`` or ``sample_index > 0`` the wording varies, seeded by the input
 key; the reading and the answer never do.
 
@@ -41,10 +45,14 @@ import numpy as np
 
 from siqkit.seeds.sources.digits import CELL, PAD, SCALE, split_glyphs
 from siqkit.teachers.base import TeacherInput, TeacherOutput
-from siqkit.teachers.builtin import Phrasing, check_detail, failure_output
+from siqkit.teachers.builtin import Phrasing, check_detail, detail_for, failure_output
 
 INK_MIN = 1.0  # a cell whose brightest 8x8 ink value is below this (of 16) is empty
 
+_TWO_STEP = (
+    ("add_multiply", re.compile(r"\badd\b.*\bthen multiply")),
+    ("multiply_add", re.compile(r"\bmultiply\b.*\bthen add")),
+)
 _OPERATIONS = (
     ("subtract", re.compile(r"\b(minus|difference|subtract\w*|take away)\b")),
     ("multiply", re.compile(r"\b(product|multipl\w*|times)\b")),
@@ -94,13 +102,17 @@ class Reading:
     def __init__(self, image) -> None:
         cells = cells_of(image)
         self.n_cells = len(cells)
-        middle = self.n_cells // 2
         inked = [c for c in range(self.n_cells) if cells[c].max() >= INK_MIN]
-        self.gap_is_empty = middle not in inked
-        self.sides = ([c for c in inked if c < middle], [c for c in inked if c > middle])
-        if not self.sides[0] or not self.sides[1]:
-            raise ValueError("found ink on only one side of the middle cell: two numbers are needed")
-        self.features = np.stack([cells[c].reshape(-1) for c in self.sides[0] + self.sides[1]])
+        # Runs of adjacent inked cells: one per number.
+        self.sides: list[list[int]] = []
+        for c in inked:
+            if self.sides and self.sides[-1][-1] == c - 1:
+                self.sides[-1].append(c)
+            else:
+                self.sides.append([c])
+        if len(self.sides) < 2:
+            raise ValueError("found fewer than two numbers (runs of inked cells)")
+        self.features = np.stack([cells[c].reshape(-1) for side in self.sides for c in side])
         # Per number: (cell number from 1, digit, confidence, runner-up digit).
         self.numbers: list[list[tuple[int, int, float, int]]] = []
         self.values: list[int] = []
@@ -110,17 +122,20 @@ class Reading:
         order = np.argsort(-proba, axis=1)
         glyphs = [
             (c + 1, int(classes[o[0]]), float(p[o[0]]), int(classes[o[1]]))
-            for c, p, o in zip(self.sides[0] + self.sides[1], proba, order)
+            for c, p, o in zip([c for side in self.sides for c in side], proba, order)
         ]
-        n_first = len(self.sides[0])
-        self.numbers = [glyphs[:n_first], glyphs[n_first:]]
+        self.numbers, start = [], 0
+        for side in self.sides:
+            self.numbers.append(glyphs[start : start + len(side)])
+            start += len(side)
         self.values = [int("".join(str(g[1]) for g in number)) for number in self.numbers]
 
 
 def operation_of(question: str) -> str | None:
-    """add, subtract or multiply, from the question's words; None when none is named."""
+    """add, subtract, multiply, add_multiply or multiply_add, from the question's words;
+    None when none is named."""
     q = question.lower()
-    for name, pattern in _OPERATIONS:
+    for name, pattern in _TWO_STEP + _OPERATIONS:
         if pattern.search(q):
             return name
     return None
@@ -135,46 +150,64 @@ def _glyphs(number, say: Phrasing) -> str:
     return "; ".join(parts)
 
 
-def solve(question: str, reading: Reading, say: Phrasing, detail: str = "full") -> tuple[list[str], int]:
-    """Numbered reasoning steps and the result; ValueError when the operation is unknown.
+_SYMBOL = {"add": "+", "multiply": "×"}
 
-    ``detail="full"`` shows the layout check and every glyph with its confidence;
-    ``detail="brief"`` states the two numbers and the sum in two steps.
+
+def _listed(values: list[int]) -> str:
+    return ", ".join(map(str, values[:-1])) + f" and {values[-1]}"
+
+
+def solve(question: str, reading: Reading, say: Phrasing, detail: str = "full") -> tuple[list[str], int]:
+    """Numbered reasoning steps and the result; ValueError when the operation is unknown
+    or does not fit the count of numbers read.
+
+    ``detail="full"`` shows the layout and every glyph with its confidence, then each
+    arithmetic step; ``detail="brief"`` states the numbers, then each arithmetic step;
+    ``detail="short"`` writes the arithmetic alone, on one line.
     """
     check_detail(detail)
     op = operation_of(question)
     if op is None:
         raise ValueError("the question names no sum, difference or product")
-    a, b = reading.values
-    if op == "add":
-        result, work = a + b, f"{a} + {b} = {a + b}"
+    values = reading.values
+    wanted = 3 if op in ("add_multiply", "multiply_add") else 2
+    if len(values) != wanted:
+        raise ValueError(f"read {len(values)} numbers, but the question is about {wanted}")
+    if wanted == 3:
+        first, then = op.split("_")
+        a, b, c = values
+        mid = a + b if first == "add" else a * b
+        result = mid * c if then == "multiply" else mid + c
+        works = [f"{a} {_SYMBOL[first]} {b} = {mid}", f"{mid} {_SYMBOL[then]} {c} = {result}"]
+        named = [f"First, {'the sum' if first == 'add' else 'the product'} of the first two: {works[0]}.",
+                 f"Then {'times' if then == 'multiply' else 'plus'} the third: {works[1]}."]
+    elif op == "add":
+        a, b = values
+        result, works = a + b, [f"{a} + {b} = {a + b}"]
+        named = [say.pick(f"The question asks for the sum: {works[0]}.", f"Adding them: {works[0]}.")]
     elif op == "multiply":
-        result, work = a * b, f"{a} × {b} = {a * b}"
+        a, b = values
+        result, works = a * b, [f"{a} × {b} = {a * b}"]
+        named = [say.pick(f"The question asks for the product: {works[0]}.", f"Multiplying them: {works[0]}.")]
     else:
-        hi, lo = max(a, b), min(a, b)
-        result, work = hi - lo, f"{hi} - {lo} = {hi - lo}"
+        hi, lo = max(values), min(values)
+        result, works = hi - lo, [f"{hi} - {lo} = {hi - lo}"]
+        named = [say.pick(f"The larger number minus the smaller one: {works[0]}.",
+                          f"Subtracting the smaller number from the larger: {works[0]}.")]
+    if detail == "short":
+        return ["; ".join(works) + "."], result
     if detail == "brief":
-        return [f"The numbers are {a} and {b}.", f"{work}."], result
-    first, second = reading.numbers
-    gap = "empty, as expected" if reading.gap_is_empty else "not empty, which is unexpected"
-    steps = [
-        say.pick(
-            f"The image is one row of {reading.n_cells} glyph cells; the middle cell "
-            f"({reading.n_cells // 2 + 1}) separates the two numbers and is {gap}.",
-            f"I split the row into {reading.n_cells} cells of {CELL}x{CELL} px. The numbers sit on "
-            f"either side of cell {reading.n_cells // 2 + 1}, which is {gap}.",
-        ),
-        f"First number: {_glyphs(first, say)}. So the first number is {a}.",
-        f"Second number: {_glyphs(second, say)}. So the second number is {b}.",
-    ]
-    if op == "add":
-        steps.append(say.pick(f"The question asks for the sum: {work}.", f"Adding them: {work}."))
-    elif op == "multiply":
-        steps.append(say.pick(f"The question asks for the product: {work}.", f"Multiplying them: {work}."))
-    else:
-        steps.append(say.pick(f"The larger number minus the smaller one: {work}.",
-                              f"Subtracting the smaller number from the larger: {work}."))
-    return steps, result
+        return [f"The numbers are {_listed(values)}.", *(f"{w}." for w in works)], result
+    steps = [say.pick(
+        f"The image is one row of {reading.n_cells} glyph cells; empty cells separate "
+        f"{len(values)} numbers.",
+        f"I split the row into {reading.n_cells} cells of {CELL}x{CELL} px and find {len(values)} "
+        f"numbers between empty cells.",
+    )]
+    for k, (number, value) in enumerate(zip(reading.numbers, values)):
+        nth = ("First", "Second", "Third", "Fourth")[min(k, 3)]
+        steps.append(f"{nth} number: {_glyphs(number, say)}. So the {nth.lower()} number is {value}.")
+    return steps + named, result
 
 
 class DigitTeacher:
@@ -221,7 +254,7 @@ class DigitTeacher:
 
     def _answer(self, inp: TeacherInput, reading: Reading) -> TeacherOutput:
         try:
-            steps, result = solve(inp.question, reading, Phrasing.for_input(inp), self.detail)
+            steps, result = solve(inp.question, reading, Phrasing.for_input(inp), detail_for(self.detail, inp))
         except ValueError as exc:
             return failure_output(inp, str(exc))
         text = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)) + f"\n\nAnswer: {result}"

@@ -39,7 +39,7 @@ import re
 import numpy as np
 
 from siqkit.teachers.base import TeacherInput, TeacherOutput
-from siqkit.teachers.builtin import Phrasing, check_detail, failure_output
+from siqkit.teachers.builtin import Phrasing, check_detail, detail_for, failure_output
 
 # Named colours of easy-VQA shapes, as they appear in the images (checked by eye).
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -118,9 +118,12 @@ def answer_question(question: str, obs: Observation, say: Phrasing,
     ``detail="full"`` shows the measurements (background, pixel counts, mean RGB, fill
     ratio) behind each conclusion; ``detail="brief"`` states the conclusions only, in a
     few short sentences: what the question asks, what the image shows, and why the
-    answer follows. The answer is the same either way.
+    answer follows; ``detail="short"`` says what the image shows and, for a yes/no
+    question, what follows, in one sentence. The answer is the same at every detail.
     """
     check_detail(detail)
+    if detail == "short":
+        return _short(question, obs)
     brief = detail == "brief"
     q = question.lower().strip()
     words = re.findall(r"[a-z]+", q)
@@ -215,11 +218,23 @@ def answer_question(question: str, obs: Observation, say: Phrasing,
     return lines, f"a {obs.color} {obs.shape}"
 
 
+def _short(question: str, obs: Observation) -> tuple[list[str], str]:
+    """``detail="short"``: one sentence, from the same reading of the question as the others."""
+    lines, answer = answer_question(question, obs, Phrasing(), "brief")
+    seen = f"I see a {obs.color} {obs.shape}"
+    if answer in ("yes", "no"):
+        # The brief check line, with the sight in front: "I see a teal circle, so there is no red shape."
+        found = lines[2].split(", so ", 1)[-1] if len(lines) > 2 else ""
+        flipped = "; the question is negated" if len(lines) > 3 else ""
+        return [f"{seen}, so {found.rstrip('.')}{flipped}."], answer
+    return [f"{seen}."], answer
+
+
 class EasyVQATeacher:
     """Answers easy-VQA questions from pixels (see the module docstring).
 
-    ``detail`` (``full`` or ``brief``) sets how much of the measuring its reasoning shows:
-    see :func:`answer_question`. ``brief`` suits a small student, which cannot learn to
+    ``detail`` (``full``, ``brief``, ``short`` or a list of them cycled over samples) sets how
+    much of the measuring its reasoning shows: see :func:`answer_question`. ``brief`` suits a small student, which cannot learn to
     reproduce pixel statistics but can learn to state what it sees and check it against
     the question; ``backend: python`` passes it as ``options: {detail: brief}``.
     """
@@ -245,7 +260,7 @@ class EasyVQATeacher:
             obs = Observation(inp.images[0])
         except ValueError as exc:
             return failure_output(inp, str(exc))
-        lines, answer = answer_question(inp.question, obs, Phrasing.for_input(inp), self.detail)
+        lines, answer = answer_question(inp.question, obs, Phrasing.for_input(inp), detail_for(self.detail, inp))
         text = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + answer
         return TeacherOutput(key=inp.key, text=text, finish_reason="stop",
                              completion_tokens=len(text.split()))
