@@ -287,16 +287,17 @@ def print_summary(s: dict) -> None:
         out.print(t)
     rows = s.get("evaluation") or []
     if rows:
-        from siqkit.evaluate.table import cells
+        from siqkit.evaluate.table import cells, header, task_names
 
         seeds = max(((r["seeds"] or 0) for r in rows if r["role"] == "student"), default=0)
-        t = Table(title=f"held-out accuracy: the same {seeds:,} test questions for every model",
+        tasks = task_names(rows)
+        per = f" ({len(tasks)} tasks)" if tasks else ""
+        t = Table(title=f"held-out accuracy: the same {seeds:,} test questions{per} for every model",
                   caption="accuracy = correct / questions with a gold answer; a missing answer counts as wrong")
-        for col in ("model", "what", "accuracy", "correct", "format ok", "reasoning tokens"):
+        for col in ("model", "what", *header(rows)):
             t.add_column(col, justify="left" if col in ("model", "what") else "right")
         for r in rows:
-            c = cells(r)
-            t.add_row(r["model"], r["what"], c["accuracy"], c["correct"], c["format_ok"], c["reasoning_tokens"])
+            t.add_row(r["model"], r["what"], *cells(r, tasks).values())
         out.print(t)
 
 

@@ -140,6 +140,7 @@ def plan(recipe: Recipe) -> dict:
             detail = (f"splits {', '.join(c.splits)}; "
                       + (f"dedup at Jaccard {c.dedup.threshold:g}" if c.dedup.enabled else "no dedup")
                       + "; mix " + ("/".join(f"{mix.get(b, 0):g}" for b in ("easy", "medium", "hard")) if mix else "none")
+                      + ("; reasoning length by difficulty" if c.selection.reasoning_length else "")
                       + f"; {len(c.subsets)} subsets")
         elif stage in ("train", "eval", "export") and recipe.student is None and recipe.export.model is None:
             status, detail = "nothing to do", "no student in the recipe"
@@ -149,10 +150,15 @@ def plan(recipe: Recipe) -> dict:
                                  for s in recipe.train.stages) + f" on datasets/{recipe.train.dataset}"
         elif stage == "eval":
             status = "will run" if recipe.student is not None else "nothing to do"
-            detail = (f"up to {recipe.eval.max_seeds} held-out seeds of {', '.join(recipe.eval.splits)}: "
+            ev = recipe.eval
+            cap = f", at most {ev.max_seeds} in all" if ev.max_seeds else ""
+            detail = (f"{ev.per_task} held-out seeds of {', '.join(ev.splits)} per task (by {ev.task_by}){cap}: "
                       "every student checkpoint, the teachers on the same seeds")
         else:
-            status, detail = "will run", f"{recipe.export.quant}" + (", verified" if recipe.export.verify else "")
+            ex = recipe.export
+            status = "will run"
+            detail = (ex.quant + (", verified" if ex.verify else "")
+                      + (f"; also {', '.join(ex.compare)}, for comparison" if ex.compare else ""))
         stages.append({"stage": stage, "status": status, "detail": detail})
     sources = []
     for cfg in recipe.seeds.sources:

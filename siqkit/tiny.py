@@ -61,7 +61,7 @@ def prepare_tiny(recipe: Recipe) -> None:
         src.max = min(src.max or cfg.max_seeds, cfg.max_seeds)
         if src.type == "digits":
             src.num_images = {split: min(n, cfg.max_seeds) for split, n in src.num_images.items()}
-    recipe.eval.max_seeds = min(recipe.eval.max_seeds, cfg.max_seeds)
+    recipe.eval.max_seeds = min(recipe.eval.max_seeds or cfg.max_seeds, cfg.max_seeds)
     recipe.train.eval_max_new_tokens = min(recipe.train.eval_max_new_tokens, cfg.max_new_tokens)
     recipe.annotate.judge_max_new_tokens = min(recipe.annotate.judge_max_new_tokens, cfg.max_new_tokens)
     for stage in recipe.train.stages:

@@ -14,7 +14,9 @@ Numbers returned (and written to ``eval.json`` when ``out_dir`` is given):
 - ``format_ok``: share of outputs with both reasoning and answer (parse status ``ok``);
 - ``mean_reasoning_tokens``: mean whitespace tokens of the reasoning, over outputs that have some;
 - ``parse_status``: outputs per parse status;
-- ``rows``: per seed the question, the student's output, its answer and verdict.
+- ``tasks``: per task (a seed's ``task``; ``None`` when the seeds have none) the same
+  counts: ``seeds``, ``judged``, ``correct``, ``accuracy``;
+- ``rows``: per seed its task, the question, the student's output, its answer and verdict.
 
 ``side_by_side.md`` puts question, image, teacher trace and student output next to each
 other for the first ``table_rows`` seeds, for reading what the numbers hide.
@@ -47,6 +49,7 @@ class EvalSeed:
     gold: str | None = None
     teacher_trace: str | None = None
     caption: str | None = None
+    task: str | None = None  # what the per-task scores group it under
 
 
 def as_seed(item: Any) -> EvalSeed:
@@ -56,7 +59,8 @@ def as_seed(item: Any) -> EvalSeed:
     try:
         return EvalSeed(seed_id=str(item["seed_id"]), question=str(item["question"]),
                         images=list(item.get("images") or []), gold=item.get("gold"),
-                        teacher_trace=item.get("teacher_trace"), caption=item.get("caption"))
+                        teacher_trace=item.get("teacher_trace"), caption=item.get("caption"),
+                        task=item.get("task"))
     except (KeyError, TypeError) as e:
         raise SiqkitError(f"evaluation seed {item!r:.80}: needs seed_id and question ({e})") from None
 
@@ -150,7 +154,7 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
         correct, detail = judge_answer(parsed.answer, s.gold, answer_kind, tolerance)
         stats = reasoning_stats(parsed.reasoning, parsed.answer)
         status_counts[parsed.status] = status_counts.get(parsed.status, 0) + 1
-        rows.append({"seed_id": s.seed_id, "question": s.question, "gold": s.gold, "output": out.text,
+        rows.append({"seed_id": s.seed_id, "task": s.task, "question": s.question, "gold": s.gold, "output": out.text,
                      "reasoning": parsed.reasoning, "answer": parsed.answer, "parse_status": parsed.status,
                      "correct": correct, "correct_detail": detail, "reasoning_tokens": stats.tokens,
                      "teacher_trace": s.teacher_trace, "finish_reason": out.finish_reason})
@@ -162,7 +166,7 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
         "accuracy": (sum(1 for r in judged if r["correct"]) / len(judged)) if judged else None,
         "format_ok": sum(1 for r in rows if r["parse_status"] == "ok") / len(rows),
         "mean_reasoning_tokens": (sum(with_reasoning) / len(with_reasoning)) if with_reasoning else 0.0,
-        "parse_status": status_counts, "rows": rows,
+        "parse_status": status_counts, "tasks": task_scores(rows), "rows": rows,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -170,6 +174,21 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
         (out / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         result["table"] = str(side_by_side(seeds, rows[:table_rows], out / "side_by_side.md", title=label))
     return result
+
+
+def task_scores(rows: list[dict]) -> dict[str, dict]:
+    """Per task (rows without one under ``None``), in order of first appearance: seeds,
+    judged, correct and accuracy (correct / judged; ``None`` when nothing was judged)."""
+    out: dict = {}
+    for r in rows:
+        t = out.setdefault(r.get("task"), {"seeds": 0, "judged": 0, "correct": 0})
+        t["seeds"] += 1
+        if r["correct"] is not None:
+            t["judged"] += 1
+            t["correct"] += bool(r["correct"])
+    for t in out.values():
+        t["accuracy"] = t["correct"] / t["judged"] if t["judged"] else None
+    return out
 
 
 def _cell(text: Any) -> str:

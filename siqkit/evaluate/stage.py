@@ -63,8 +63,12 @@ def run_eval(store: Store, recipe: Recipe, strict: bool = False) -> dict:
         return {"evaluated": False, "seeds": 0}
     train_ids = training_seed_ids(Path(summary["data_dir"]))
     student = recipe.student.model_copy(update={"path": Path(summary["student"]), "build": None})
-    models = [("before", summary["student"])] + [(f"after-{s['stage']}", s["merged_dir"])
-                                                 for s in summary["stages"] if s.get("status") == "done"]
+    # The checkpoints the train stage evaluated, in its order (train.evaluate_before, each
+    # stage's `evaluate`, which its answer-only twin shares), so its evaluations are reused.
+    evaluated = {s.name: s.evaluate for s in recipe.train.stages}
+    models = [("before", summary["student"])] if recipe.train.evaluate_before else []
+    models += [(f"after-{s['stage']}", s["merged_dir"]) for s in summary["stages"]
+               if s.get("status") == "done" and evaluated.get(s.get("baseline_of") or s["stage"], True)]
     results = [evaluate_checkpoint(Path(model), label, i, seeds, train_ids, recipe.train, student,
                                    summary["text_only"], recipe.run_dir / "train")
                for i, (label, model) in enumerate(models)]

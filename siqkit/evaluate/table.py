@@ -14,8 +14,10 @@
 - the exported GGUF run in llama.cpp (the export stage's ``gguf-<quant>`` evaluation).
 
 Accuracy is correct / judged, where judged counts the seeds with a gold answer; a missing
-or unparseable answer counts as wrong. Numbers are whatever the run measured: nothing is
-filtered or rounded before it is stored.
+or unparseable answer counts as wrong. Every row also has ``tasks``: the same counts per
+task of the held-out seeds (``eval.task_by``), from the stored per-seed outputs, so each
+model is scored per task and overall on the same questions. Numbers are whatever the run
+measured: nothing is filtered or rounded before it is stored.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def _newest_evals(store: Any, stages: list[str]) -> tuple[int | None, list[tuple
         return None, []
     return run, q("""SELECT after_stage, seeds, judged, correct, accuracy, format_ok, mean_reasoning_tokens
                      FROM eval_runs WHERE stage_run = ? ORDER BY rowid""", [run]).fetchall()
+
+
+def _scores(found: list[tuple]) -> dict[str, dict]:
+    """``{task: {seeds, judged, correct, accuracy}}`` from (task, seeds, judged, correct) rows."""
+    return {t: {"seeds": n, "judged": j, "correct": c, "accuracy": c / j if j else None}
+            for t, n, j, c in found if t is not None}
+
+
+def _output_tasks(store: Any, run: int, label: str) -> dict[str, dict]:
+    """Per-task counts of one evaluation (``label``) of ``run``, from ``eval_outputs``."""
+    return _scores(store.con.execute(
+        """SELECT task, count(*), count(correct), count(*) FILTER (WHERE correct) FROM eval_outputs
+           WHERE stage_run = ? AND after_stage = ? GROUP BY task ORDER BY task""", [run, label]).fetchall())
 
 
 def _student_rows(store: Any) -> tuple[list[dict], int | None]:
@@ -66,7 +81,7 @@ def _student_rows(store: Any) -> tuple[list[dict], int | None]:
             what += "; CoT-distilled"
         rows.append({"model": f"student {label}", "role": "student", "what": what, "seeds": seeds,
                      "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
-                     "mean_reasoning_tokens": rtok, "label": label})
+                     "mean_reasoning_tokens": rtok, "label": label, "tasks": _output_tasks(store, run, label)})
     return rows, run
 
 
@@ -85,16 +100,23 @@ def _teacher_rows(store: Any, run: int) -> list[dict]:
                      "what": f"its traces of the {seeds} of these {seeds_total} seeds routed to it",
                      "seeds": seeds, "judged": judged, "correct": correct,
                      "accuracy": correct / judged if judged else None, "format_ok": fmt,
-                     "mean_reasoning_tokens": rtok, "label": f"teacher-{teacher}"})
+                     "mean_reasoning_tokens": rtok, "label": f"teacher-{teacher}",
+                     "tasks": _scores(q("""
+                        SELECT e.task, count(DISTINCT g.seed_id), count(a.correct), count(*) FILTER (WHERE a.correct)
+                        FROM generations g JOIN annotations a ON a.key = g.key
+                        JOIN (SELECT DISTINCT seed_id, task FROM eval_outputs WHERE stage_run = ?) e
+                          ON e.seed_id = g.seed_id
+                        WHERE g.teacher = ? GROUP BY e.task ORDER BY e.task""", [run, teacher]).fetchall())})
     return rows
 
 
 def _gguf_rows(store: Any) -> list[dict]:
+    run, evals = _newest_evals(store, ["export"])
     return [{"model": f"exported {label.removeprefix('gguf-')} GGUF", "role": "gguf",
              "what": "the exported file in llama.cpp (with its mmproj for images)", "seeds": seeds,
              "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
-             "mean_reasoning_tokens": rtok, "label": label}
-            for label, seeds, judged, correct, acc, fmt, rtok in _newest_evals(store, ["export"])[1]]
+             "mean_reasoning_tokens": rtok, "label": label, "tasks": _output_tasks(store, run, label)}
+            for label, seeds, judged, correct, acc, fmt, rtok in evals]
 
 
 def eval_table(store: Any) -> list[dict]:
@@ -107,21 +129,38 @@ def eval_table(store: Any) -> list[dict]:
     return students + _teacher_rows(store, run) + _gguf_rows(store)
 
 
-def cells(row: dict) -> dict[str, str]:
-    """A row's numbers as text, the same in every view: accuracy as a percentage, "-" when absent."""
+def task_names(rows: list[dict]) -> list[str]:
+    """The tasks of the table's rows, sorted; empty when the evaluation had none."""
+    return sorted({t for r in rows for t in r.get("tasks") or {}})
+
+
+def _score(acc: float | None, correct: int, judged: int) -> str:
+    return "-" if acc is None else f"{acc:.1%} ({correct:,}/{judged:,})"
+
+
+def cells(row: dict, tasks: list[str] | None = None) -> dict[str, str]:
+    """A row's numbers as text, the same in every view: accuracy as a percentage with its
+    counts, per task (``tasks``, a key per task) and overall; "-" when absent."""
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    return {"accuracy": fmt(row["accuracy"], ".1%"), "correct": f"{row['correct']:,} / {row['judged']:,}",
+    per = row.get("tasks") or {}
+    out = {t: _score(per[t]["accuracy"], per[t]["correct"], per[t]["judged"]) if t in per else "-"
+           for t in tasks or []}
+    return {**out, "accuracy": fmt(row["accuracy"], ".1%"), "correct": f"{row['correct']:,} / {row['judged']:,}",
             "format_ok": fmt(row["format_ok"], ".0%"), "reasoning_tokens": fmt(row["mean_reasoning_tokens"], ".0f")}
+
+
+def header(rows: list[dict]) -> list[str]:
+    """Column titles of :func:`cells` after model and what: one per task, then the overall ones."""
+    return [*task_names(rows), "overall", "correct / judged", "format ok", "reasoning tokens"]
 
 
 def markdown(rows: list[dict]) -> str:
     """The table as Markdown, numbers as the store has them (accuracy as a percentage)."""
-    lines = ["| model | what | accuracy | correct / judged | format ok | reasoning tokens |",
-             "|---|---|---:|---:|---:|---:|"]
+    tasks = task_names(rows)
+    head = ["model", "what", *header(rows)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in rows:
-        c = cells(r)
-        lines.append(f"| {r['model']} | {r['what']} | {c['accuracy']} | {c['correct']} | {c['format_ok']} "
-                     f"| {c['reasoning_tokens']} |")
+        lines.append("| " + " | ".join([r["model"], r["what"], *cells(r, tasks).values()]) + " |")
     return "\n".join(lines) + "\n"

@@ -47,6 +47,8 @@ def write_modelfile(gguf_path: str | Path, out: str | Path | None = None, *, mmp
     """Write an Ollama Modelfile for ``gguf_path`` (default: ``Modelfile`` beside it); returns its path.
 
     Paths in ``FROM`` are relative to the Modelfile, so the folder can be moved as a whole.
+    Decoding is the one siqkit evaluates with (greedy: temperature 0, no repeat penalty), so
+    ``ollama run`` reproduces the held-out answers instead of Ollama's sampling defaults.
     """
     path = Path(gguf_path)
     out = Path(out) if out else path.parent / "Modelfile"
@@ -64,6 +66,8 @@ def write_modelfile(gguf_path: str | Path, out: str | Path | None = None, *, mmp
         lines.append(f'TEMPLATE """{fmt[2]}"""')
         lines.extend(f'PARAMETER stop "{stop}"' for stop in fmt[3] if stop in tokens)
     lines.append(f"PARAMETER num_ctx {num_ctx}")
+    lines += ["# the decoding of siqkit's evaluation: greedy, no repeat penalty",
+              "PARAMETER temperature 0", "PARAMETER repeat_penalty 1"]
     out.write_text("\n".join(lines) + "\n")
     return out
 

@@ -5,9 +5,17 @@ It takes the train stage's final merged model (``RUN_DIR/train/summary.json``), 
 (:func:`siqkit.export.api.export_model`): native GGUF, quantization, an mmproj for
 vision-language students that have one, verification against the Hugging Face model
 (an f16 mismatch fails the stage), a Modelfile and a model card with the run's lineage.
-Files land in ``RUN_DIR/export/``. With ``export.evaluate`` the exported file is then
-evaluated in llama-cpp-python on the same held-out seeds as the student (``eval_runs``
-label ``gguf-<quant>``; outputs in ``RUN_DIR/export/eval/``).
+Files land in ``RUN_DIR/export/``; ``export.compare`` writes more quants beside the
+shipped one. With ``export.evaluate`` each exported file is then evaluated in
+llama-cpp-python on the same held-out seeds as the student (``eval_runs`` label
+``gguf-<quant>``; outputs in ``RUN_DIR/export/eval/gguf-<quant>/``), so the table shows what
+each quant costs.
+
+The shipped quant's verdict joins its agreement checks against the Hugging Face model (top-1
+and greedy, :mod:`siqkit.export.verify`) and, when evaluated, its held-out accuracy drop
+against the student, overall and per task, at most ``export.max_accuracy_drop``; the drop is
+added to its ``.export.json``. With ``require_quant_agreement`` a missed verdict fails the
+stage after every file is written and evaluated (the table shows why); without it, a warning.
 """
 
 from __future__ import annotations
@@ -49,25 +57,76 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     mmproj = out_dir / f"{name}.mmproj-f16.gguf" if cfg.mmproj and model_type in MMPROJ_ARCHS else None
     lineage = {"recipe": str(recipe.path), "run": str(recipe.run_dir), "model": str(model),
                "dataset": recipe.train.dataset, "stage_runs": store.last_stage_runs().get("train", {}).get("counts")}
-    result = export_model(model, out_dir / f"{name}.{cfg.quant}.gguf", cfg.quant, mmproj,
-                          verify=cfg.verify, name=name, lineage=lineage)
-    if cfg.verify and not result.get("passed", False) and (recipe.is_tiny or not cfg.require_quant_agreement):
-        # a random twin (or a barely trained student) has no confident choices for a k-quant
-        # to keep; an f16 mismatch still fails inside export_model
-        log.warning("export: %s missed its agreement bar (f16 matched)%s; see %s", cfg.quant,
-                    " on the untrained --tiny twin" if recipe.is_tiny else "",
-                    out_dir / f"{name}.{cfg.quant}.gguf.export.json")
-    elif cfg.verify and not result.get("passed", False):
-        raise SiqkitError(f"export: {cfg.quant} failed its agreement check against the Hugging Face model; "
-                          f"see {out_dir / (name + '.' + cfg.quant + '.gguf.export.json')}")
+    gguf = out_dir / f"{name}.{cfg.quant}.gguf"
+    result = export_model(model, gguf, cfg.quant, mmproj, verify=cfg.verify, name=name, lineage=lineage)
     counts = {"model": str(model), "files": result.get("files"), "passed": result.get("passed"),
               "seconds": result.get("seconds")}
+    others = [q for q in dict.fromkeys(cfg.compare) if q != cfg.quant]
+    for q in others:  # the shipped file's mmproj serves them too; no Modelfile or card of their own
+        extra = export_model(model, out_dir / f"{name}.{q}.gguf", q, None, verify=cfg.verify, name=name,
+                             modelfile=False, card=False)
+        counts["files"] += [f for f in extra.get("files") or [] if f["quant"] == q]
+    failures = [] if not cfg.verify else [f"{cfg.quant}: {x}" for f in result["files"] if f["quant"] == cfg.quant
+                                          for x in (f.get("verify") or {}).get("failures") or []]
     if cfg.evaluate and recipe.student is not None:
-        counts["eval"] = evaluate_gguf(store, recipe, out_dir / f"{name}.{cfg.quant}.gguf", mmproj)
+        evals = {q: evaluate_gguf(store, recipe, out_dir / f"{name}.{q}.gguf", mmproj, q) for q in [cfg.quant, *others]}
+        brief = {q: {k: v for k, v in e.items() if k != "seed_ids"} for q, e in evals.items()}
+        counts["eval"] = brief[cfg.quant]
+        counts["compare"] = {q: brief[q] for q in others}
+        drop = accuracy_drop(store, model, evals[cfg.quant])
+        if drop:
+            counts["accuracy_drop"] = drop
+            failures += [f"{cfg.quant} answers {d:.1%} of {where} worse than the student (at most "
+                         f"{cfg.max_accuracy_drop:.1%})" for where, d in drop.items() if d > cfg.max_accuracy_drop + 1e-9]
+            _add_verdict(gguf, drop, cfg.max_accuracy_drop)
+    counts["verdict"] = {"quant": cfg.quant, "passed": not failures, "failures": failures}
+    if failures:
+        where = gguf.with_name(gguf.name + ".export.json")
+        if recipe.is_tiny or not cfg.require_quant_agreement:
+            # a random twin (or a barely trained student) has no confident choices for a quant
+            # to keep; an f16 mismatch still fails inside export_model
+            log.warning("export: %s missed its bar%s: %s; see %s", cfg.quant,
+                        " on the untrained --tiny twin" if recipe.is_tiny else "", "; ".join(failures), where)
+        else:
+            raise SiqkitError(f"export: {cfg.quant} failed its verdict: {'; '.join(failures)}; see {where}, "
+                              "or ship a wider quant (export.quant)")
     return counts
 
 
-def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None) -> dict:
+def accuracy_drop(store: Store, model: Path, gguf_eval: dict) -> dict[str, float]:
+    """How much held-out accuracy the exported file lost against the student evaluation of
+    ``model`` on the same seeds: ``{"overall": ..., "task <name>": ...}``; empty when the
+    student was not evaluated on them."""
+    from siqkit.evaluate.evaluate import task_scores
+
+    found = store.con.execute(
+        """SELECT e.stage_run, e.after_stage FROM eval_runs e WHERE e.model_dir = ?
+           ORDER BY e.stage_run DESC LIMIT 1""", [str(model)]).fetchone()
+    if not found or not gguf_eval:
+        return {}
+    rows = [{"seed_id": sid, "task": task, "correct": correct} for sid, task, correct in store.con.execute(
+        "SELECT seed_id, task, correct FROM eval_outputs WHERE stage_run = ? AND after_stage = ?", found).fetchall()]
+    if sorted(r["seed_id"] for r in rows) != sorted(gguf_eval["seed_ids"]):
+        return {}
+    student = task_scores([{**r, "task": None} for r in rows])[None]
+    out = {"overall": (student["accuracy"] or 0.0) - (gguf_eval["accuracy"] or 0.0)}
+    mine = gguf_eval.get("tasks") or {}
+    for task, score in task_scores(rows).items():
+        if task is not None and task in mine:
+            out[f"task {task}"] = (score["accuracy"] or 0.0) - (mine[task]["accuracy"] or 0.0)
+    return out
+
+
+def _add_verdict(gguf: Path, drop: dict[str, float], limit: float) -> None:
+    """Record the held-out accuracy drop in the file's ``.export.json`` beside its agreement checks."""
+    path = gguf.with_name(gguf.name + ".export.json")
+    if path.is_file():
+        data = json.loads(path.read_text())
+        data["accuracy_drop"] = {"max": limit, "measured": drop, "passed": all(d <= limit + 1e-9 for d in drop.values())}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None, quant: str | None = None) -> dict:
     """Accuracy of the exported file in llama.cpp on the held-out seeds the student was evaluated on."""
     from siqkit.evaluate.evaluate import evaluate_student
     from siqkit.evaluate.stage import record_evals
@@ -78,13 +137,14 @@ def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None)
     if not seeds:
         log.info("export: no held-out seeds to evaluate %s on", gguf.name)
         return {}
-    label = f"gguf-{recipe.export.quant}"
+    label = f"gguf-{quant or recipe.export.quant}"
     train_ids = training_seed_ids(recipe.run_dir / "datasets" / recipe.train.dataset)
     cfg = recipe.train
     result = evaluate_student(gguf, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
                               text_only=None if mmproj is not None else True, image_text=recipe.student.image_text,
                               mmproj=mmproj, table_rows=cfg.eval_table_rows, label=label,
-                              out_dir=recipe.run_dir / "export" / "eval")
+                              out_dir=recipe.run_dir / "export" / "eval" / label)
     record_evals(store, "export", [result], recipe.run_dir)
     log.info("eval %s: accuracy %s, format %.2f", label, result["accuracy"], result["format_ok"])
-    return {k: result[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok")}
+    return {**{k: result[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok", "tasks")},
+            "seed_ids": [r["seed_id"] for r in result["rows"]]}

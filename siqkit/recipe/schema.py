@@ -20,7 +20,7 @@ from siqkit.train.config import StudentConfig, TrainConfig
 
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "vllm", "llama_cpp", "openai", "python")
-DIGIT_OPERATIONS = ("add", "subtract", "multiply")
+DIGIT_OPERATIONS = ("add", "subtract", "multiply", "add_multiply", "multiply_add")  # the last two: two steps, three numbers
 INTERNAL_KEYS = ("is_tiny", "path")  # Recipe fields set by load_recipe, not by the YAML
 FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
                   "split": "split", "caption": "caption"}  # our field name -> column name
@@ -48,8 +48,8 @@ class SourceConfig(_Model):
     # digits only
     num_images: dict[str, int] = Field(default_factory=lambda: {"train": 3000, "test": 600})
     max_digits: int = 2
-    operations: list[Literal["add", "subtract", "multiply"]] = Field(
-        default_factory=lambda: list(DIGIT_OPERATIONS)
+    operations: list[Literal[DIGIT_OPERATIONS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(DIGIT_OPERATIONS[:3])
     )
     test_fraction: float = 0.25
 
@@ -290,22 +290,54 @@ class AnnotateConfig(_Model):
 
 
 class EvalConfig(_Model):
-    """Held-out evaluation of the student (before training and after every stage)."""
+    """Held-out evaluation of the student (before training and after every stage), per task.
+
+    The held-out seeds are drawn per task, a deterministic sample of ``per_task`` of each, so
+    a task with few questions is not drowned by one with many: every score is shown per task
+    and overall (the pooled questions).
+    """
 
     splits: list[str] = Field(default_factory=lambda: ["test"])  # seeds of these splits, never trained on
-    max_seeds: int = 200  # a deterministic sample of them
+    # A seed's task: its source's name, or a metadata field of the seed ("metadata.operation";
+    # seeds without the field fall back to their source's name).
+    task_by: str = "source"
+    tasks: list[str] | None = None  # only these tasks; None: every task among the held-out seeds
+    per_task: int = 100  # held-out seeds per task (all of a task's, when it has fewer)
+    max_seeds: int | None = None  # a cap on the total, shared equally by the tasks
+
+    @field_validator("task_by")
+    @classmethod
+    def _task_by(cls, v: str) -> str:
+        if v != "source" and not re.fullmatch(r"metadata\.[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"'{v}': use 'source' or 'metadata.<field>' (e.g. metadata.operation)")
+        return v
+
+    @field_validator("per_task", "max_seeds")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+
+QUANT = Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]
 
 
 class ExportConfig(_Model):
     """The export stage: the trained student to GGUF (the same code as `siqkit export`)."""
 
-    quant: Literal["f16", "bf16", "f32", "q8_0", "q4_k_m", "q5_k_m", "q6_k"] = "q4_k_m"
+    quant: QUANT = "q4_k_m"  # the file that ships (Modelfile, model card)
+    # More quants written and evaluated beside it, so the table shows what each costs
+    compare: list[QUANT] = Field(default_factory=list)
     mmproj: bool = True  # also write the vision tower (f16) when the architecture has one
     verify: bool = True  # compare with the Hugging Face model in llama-cpp-python; f16 must match
     evaluate: bool = True  # held-out accuracy of the exported file in llama-cpp-python (the student's eval seeds)
-    # A quant below its agreement bar (q8_0 0.99, k-quants 0.90 top-1) fails the stage; false
-    # logs it as a warning and keeps the files (f16 must still match exactly). For students
-    # too small or too briefly trained to have confident token choices.
+    # The shipped file may answer at most this share of the held-out questions worse than the
+    # student it came from, overall and on every task (0.01: one point); needs `evaluate`.
+    max_accuracy_drop: float = Field(default=0.01, ge=0.0, le=1.0)
+    # The shipped quant's verdict (its agreement bars in siqkit/export/verify.py, top-1 and
+    # greedy, and max_accuracy_drop) fails the stage when missed; false logs it as a warning
+    # and keeps the files (f16 must still match exactly).
     require_quant_agreement: bool = True
     name: str | None = None  # file name stem; default: run.name
     model: Path | None = None  # export this model folder instead of the train stage's final model

@@ -165,6 +165,9 @@ class StageConfig(_Model):
     # examples seen, not the same tokens. It is evaluated as "<name>-answer-only" and does
     # not feed later stages.
     answer_only_baseline: bool = False
+    # Evaluate the student on the held-out seeds after this stage (and its answer-only twin).
+    # Off for a stage whose score nobody reads (a caption stage) saves a pass over them.
+    evaluate: bool = True
 
     @field_validator("freeze")
     @classmethod
@@ -220,6 +223,7 @@ class TrainConfig(_Model):
     save_every: int = 50  # optimizer steps between checkpoints (and always at a stage's end)
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
     seed: int = 0  # data order, LoRA initialisation and dropout derive from it
+    evaluate_before: bool = True  # evaluate the student before any stage trains (a row "before")
     eval_max_new_tokens: int = 512  # evaluation: generation budget per held-out seed
     eval_batch_size: int = 8
     eval_table_rows: int = 20  # rows of the side-by-side table

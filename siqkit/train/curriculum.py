@@ -272,7 +272,8 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
             evals.append(evaluate_checkpoint(model_path, label, len(evals), seeds, train_ids, train_cfg,
                                              student_cfg, text_only, out_dir))
 
-    evaluate(base, "before")
+    if train_cfg.evaluate_before:
+        evaluate(base, "before")
     current, stages = base, []
     for position, stage in enumerate(train_cfg.stages, 1):
         record = run_stage(position, stage, student_cfg, train_cfg, rows, current, out_dir, text_only)
@@ -285,6 +286,8 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
             baseline = run_stage(position, twin, student_cfg, train_cfg, rows, current, out_dir, text_only)
             stages.append({**baseline, "baseline_of": stage.name})
         current = Path(record["merged_dir"])
+        if not stage.evaluate:
+            continue
         evaluate(current, f"after-{stage.name}")
         if stage.answer_only_baseline and baseline["status"] == "done":
             evaluate(Path(baseline["merged_dir"]), f"after-{twin.name}")
@@ -312,7 +315,7 @@ def evaluate_checkpoint(model_path: Path, label: str, index: int, seeds: list, t
     from siqkit.evaluate.evaluate import evaluate_student
 
     eval_dir = out_dir / "eval" / f"{index:02d}-{label}"
-    fingerprint = _digest({"model": model_identity(model_path), "seeds": [s.seed_id for s in seeds],
+    fingerprint = _digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
                            "max_new_tokens": cfg.eval_max_new_tokens, "text_only": text_only})
     cached = eval_dir / "eval.json"
     if cached.is_file():

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS eval_runs (
 CREATE TABLE IF NOT EXISTS eval_outputs (
     stage_run BIGINT, after_stage VARCHAR NOT NULL, seed_id VARCHAR NOT NULL, output VARCHAR,
     reasoning VARCHAR, answer VARCHAR, parse_status VARCHAR, correct BOOLEAN, correct_detail VARCHAR,
-    reasoning_tokens INTEGER);
+    reasoning_tokens INTEGER, task VARCHAR);
+-- a store written before per-task evaluation gets the column (NULL for its old rows)
+ALTER TABLE eval_outputs ADD COLUMN IF NOT EXISTS task VARCHAR;
 """
 
 _STAGE_COLUMNS = [
@@ -45,7 +47,7 @@ _STEP_COLUMNS = ["stage_run", "stage", "step", "loss", "lr", "grad_norm", "token
 _EVAL_COLUMNS = ["stage_run", "after_stage", "model_dir", "seeds", "judged", "correct", "accuracy", "format_ok",
                  "mean_reasoning_tokens", "parse_status"]
 _OUTPUT_COLUMNS = ["stage_run", "after_stage", "seed_id", "output", "reasoning", "answer", "parse_status",
-                   "correct", "correct_detail", "reasoning_tokens"]
+                   "correct", "correct_detail", "reasoning_tokens", "task"]
 
 
 def ensure_tables(store: Any) -> None:

@@ -9,9 +9,13 @@ from siqkit.store import Store
 from siqkit.train.tables import write_results
 
 
+TASKS: dict[str, str] = {}  # seed id -> task, filled by the test
+
+
 def _eval(label: str, seeds: list[str], correct: set[str]) -> dict:
     rows = [{"seed_id": s, "output": "x", "reasoning": None, "answer": "x", "parse_status": "no_reasoning",
-             "correct": s in correct, "correct_detail": "", "reasoning_tokens": 0} for s in seeds]
+             "correct": s in correct, "correct_detail": "", "reasoning_tokens": 0, "task": TASKS.get(s)}
+            for s in seeds]
     return {"label": label, "model": f"/m/{label}", "seeds": len(seeds), "judged": len(seeds),
             "correct": len(correct), "accuracy": len(correct) / len(seeds), "format_ok": 0.0,
             "mean_reasoning_tokens": 0.0, "parse_status": {"no_reasoning": len(seeds)}, "rows": rows}
@@ -24,8 +28,10 @@ def test_rows_name_what_each_model_is_and_teachers_use_the_same_seeds(quickstart
     shutil.copy(quickstart["run_dir"] / "store.duckdb", run / "store.duckdb")
     store = Store.open(run)
     try:
-        seeds = [r[0] for r in store.con.execute(
-            "SELECT id FROM seeds WHERE split = 'test' ORDER BY id LIMIT 40").fetchall()]
+        picked = store.con.execute(
+            "SELECT id, source FROM seeds WHERE split = 'test' ORDER BY id LIMIT 40").fetchall()
+        seeds = [sid for sid, _ in picked]
+        TASKS.update(picked)
         train_run = store.begin_stage("train", {})
         stages = [{"position": i, "stage": name, "status": "done", "data": data}
                   for i, (name, data) in enumerate([("align", "caption"), ("instruct", "answer"), ("reason", "cot"),
@@ -63,8 +69,21 @@ def test_rows_name_what_each_model_is_and_teachers_use_the_same_seeds(quickstart
         r = by_model[name]
         assert (r["seeds"], r["judged"], r["correct"]) == (n_seeds, judged, correct)
         assert r["accuracy"] == correct / judged
+    # per task: the seeds' sources here; every row is split over the same tasks
+    tasks = sorted(set(TASKS[s] for s in seeds))
+    reason = by_model["student after-reason"]["tasks"]
+    assert sorted(reason) == tasks and sum(t["seeds"] for t in reason.values()) == 40
+    for task, t in reason.items():
+        mine = [s for s in seeds if TASKS[s] == task]
+        assert (t["judged"], t["correct"]) == (len(mine), len(set(mine) & set(seeds[:20])))
+    for name, (n_seeds, judged, correct) in expected.items():
+        per = by_model[name]["tasks"]
+        assert sum(t["seeds"] for t in per.values()) == n_seeds and sum(t["correct"] for t in per.values()) == correct
     text = markdown(rows)
-    assert "| student after-reason | after reason (cot); CoT-distilled | 50.0% | 20 / 40 |" in text
+    assert text.splitlines()[0] == ("| model | what | " + " | ".join(tasks)
+                                    + " | overall | correct / judged | format ok | reasoning tokens |")
+    cells = [f"{t['accuracy']:.1%} ({t['correct']}/{t['judged']})" for t in (reason[k] for k in tasks)]
+    assert f"| student after-reason | after reason (cot); CoT-distilled | {' | '.join(cells)} | 50.0% | 20 / 40 |" in text
 
 
 def test_empty_without_evaluations(tmp_path):
