@@ -21,17 +21,19 @@ pass rate ``p``         level  with k = 4
 Level → bucket (:func:`bucket`): 1–2 ``easy``, 3 ``medium``, 4–5 ``hard``; so with a
 pass rate, easy is ``p >= 0.6``, medium ``0.4 <= p < 0.6``, hard ``p < 0.4``.
 
-Which signal is used (:func:`combine_difficulty`):
+Which signal is used (:func:`combine_difficulty`). The *opinion* is the judge's score, the
+seed's own rating (``prior``: a 1–5 ``difficulty`` in its metadata, from a dataset's level
+field or a generator that knows how many steps its question takes), or their mean:
 
 * pass rate from at least ``min_samples`` (default 4) judged samples → the pass-rate
-  level (``source="pass_rate"``); a judge score, if any, is kept for comparison and
+  level (``source="pass_rate"``); an opinion, if any, is kept for comparison and
   ``disagrees`` flags a gap of two levels or more;
-* pass rate from fewer samples and a judge score → their weighted mean, the pass rate
-  weighted ``k / min_samples``, rounded half up (``source="blend"``): one sample says
-  little, so the judge carries most of the weight;
+* pass rate from fewer samples and an opinion → their weighted mean, the pass rate
+  weighted ``k / min_samples``, rounded half up (``source="blend"``): a few samples say
+  little, so the opinion carries most of the weight;
 * pass rate alone, from fewer samples → the pass-rate level (``source="pass_rate"``);
-* judge alone (no gold answer, or no sample judged) → the judge's score
-  (``source="judge"``);
+* opinion alone (no gold answer, or no sample judged) → the opinion (``source="judge"``,
+  or ``"dataset"`` when it is the seed's rating alone);
 * neither → None.
 """
 
@@ -52,7 +54,7 @@ class Difficulty:
 
     level: int  # 1 (easiest) .. 5 (hardest)
     bucket: Bucket
-    source: Literal["pass_rate", "judge", "blend"]
+    source: Literal["pass_rate", "judge", "dataset", "blend"]
     pass_rate: float | None
     samples: int  # judged samples behind the pass rate
     judge: int | None
@@ -85,23 +87,29 @@ def combine_difficulty(
     correct: Iterable[bool | None] = (),
     judge: int | None = None,
     min_samples: int = MIN_SAMPLES,
+    prior: int | None = None,
 ) -> Difficulty | None:
-    """Difficulty of one seed from its samples' verdicts and/or a judge score (see above)."""
+    """Difficulty of one seed from its samples' verdicts, a judge score and/or its own
+    rating ``prior`` (see above)."""
     if min_samples < 1:
         raise ValueError(f"min_samples must be at least 1, got {min_samples}")
     if judge is not None:
         _check_level(judge, "judge score")
+    if prior is not None:
+        _check_level(prior, "prior difficulty")
+    opinions = [x for x in (judge, prior) if x is not None]
+    opinion = math.floor(sum(opinions) / len(opinions) + 0.5) if opinions else None
     p, k = pass_rate(correct)
     if p is None:
-        if judge is None:
+        if opinion is None:
             return None
-        return Difficulty(judge, bucket(judge), "judge", None, 0, judge)
+        return Difficulty(opinion, bucket(opinion), "judge" if judge is not None else "dataset", None, 0, judge)
     measured = level_from_pass_rate(p)
-    disagrees = judge is not None and abs(measured - judge) >= 2
-    if k >= min_samples or judge is None:
+    disagrees = opinion is not None and abs(measured - opinion) >= 2
+    if k >= min_samples or opinion is None:
         return Difficulty(measured, bucket(measured), "pass_rate", p, k, judge, disagrees)
     w = k / min_samples
-    level = math.floor(w * measured + (1 - w) * judge + 0.5)
+    level = math.floor(w * measured + (1 - w) * opinion + 0.5)
     return Difficulty(level, bucket(level), "blend", p, k, judge, disagrees)
 
 

@@ -15,8 +15,9 @@ For every generation (trace) not yet annotated under the current settings:
   are some, are kept apart in ``judge_tags``;
 - **reasoning statistics**: whitespace tokens, steps (and the rule that counted them),
   answer length;
-- **difficulty** per (seed, teacher), from the pass rate over that teacher's k samples and/or
-  the judge's score — the rules are in :mod:`siqkit.annotate.difficulty`; ``difficulty_source``
+- **difficulty** per (seed, teacher), from the pass rate over that teacher's k samples, the
+  judge's score and/or the seed's own 1–5 ``difficulty`` (its metadata) — the rules are in
+  :mod:`siqkit.annotate.difficulty`; ``difficulty_source``
   says which was used for each trace.
 
 Rows are written in chunks, each one transaction, so a crash loses at most a chunk and a
@@ -152,15 +153,19 @@ def _judge_messages(r: tuple) -> list[dict]:
 def _difficulty(store: Store) -> None:
     """Difficulty per (seed, teacher) from its samples' verdicts and the judge's mean score."""
     groups: dict[tuple, list] = defaultdict(list)
-    for key, seed_id, teacher, correct, jd in store.con.execute(
-        "SELECT key, seed_id, teacher, correct, judge_difficulty FROM annotations"
+    priors: dict[str, int | None] = {}
+    for key, seed_id, teacher, correct, jd, prior in store.con.execute(
+        """SELECT a.key, a.seed_id, a.teacher, a.correct, a.judge_difficulty,
+                  TRY_CAST(json_extract(s.metadata, '$.difficulty') AS INTEGER)
+           FROM annotations a JOIN seeds s ON s.id = a.seed_id"""
     ).fetchall():
         groups[(seed_id, teacher)].append((key, correct, jd))
+        priors[seed_id] = prior if prior is not None and 1 <= prior <= 5 else None
     cols: dict[str, list] = {k: [] for k in ("key", "pass_rate", "n", "level", "bucket", "source")}
-    for members in groups.values():
+    for (seed_id, _), members in groups.items():
         scores = [jd for _, _, jd in members if jd is not None]
         judge = round(sum(scores) / len(scores)) if scores else None
-        d = combine_difficulty([c for _, c, _ in members], judge)
+        d = combine_difficulty([c for _, c, _ in members], judge, prior=priors[seed_id])
         for key, _, _ in members:
             cols["key"].append(key)
             cols["pass_rate"].append(d.pass_rate if d else None)

@@ -152,9 +152,26 @@ class LabelsConfig(_Model):
         return v
 
 
+LENGTH_CHOICES = ("shortest", "median", "longest", "all")
+
+
+class ReasoningLengthConfig(_Model):
+    """Reasoning length matched to difficulty: of a question's traces that survived the rules
+    and dedup (k samples, or several teachers), which one trains, per difficulty bucket of
+    the question. ``median`` is the upper median (the longer of two); ``all`` keeps them
+    all. Easy questions on short reasoning, hard ones on the full steps: small students
+    learn little from long traces of what they can see at a glance."""
+
+    easy: Literal[LENGTH_CHOICES] = "shortest"  # type: ignore[valid-type]
+    medium: Literal[LENGTH_CHOICES] = "median"  # type: ignore[valid-type]
+    hard: Literal[LENGTH_CHOICES] = "longest"  # type: ignore[valid-type]
+    unknown: Literal[LENGTH_CHOICES] = "all"  # questions without a difficulty  # type: ignore[valid-type]
+
+
 class SelectionConfig(_Model):
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    reasoning_length: ReasoningLengthConfig | None = None  # off unless given
 
 
 class SubsetConfig(_Model):

@@ -10,7 +10,9 @@ Traces of the seed splits in ``curate.splits`` go through three layers, in order
    between seeds whose images are near-identical by perceptual hash), and only the best
    seed of each cluster keeps its traces; then *reasoning* is clustered within each
    problem and only the best trace of each cluster is kept;
-3. **selection** (:mod:`siqkit.curate.select`): the difficulty mix and label caps.
+3. **selection** (:mod:`siqkit.curate.select`): with ``selection.reasoning_length``, one
+   trace per question, its length matched to the question's difficulty (the shortest for
+   easy ones, the longest for hard ones, by default); then the difficulty mix and label caps.
 
 Every considered trace gets one row in ``curation``: kept, or ``layer``/``reason``/``detail``,
 plus its question and reasoning cluster (the kept member). The kept traces form the
@@ -90,6 +92,8 @@ def _run(store: Store, cfg: CurateConfig, seed: int) -> dict:
     s = _ranked(store, cfg, drops, seed)
     if cfg.dedup.enabled:
         counts["dedup"] = _dedup(store, cfg, s, drops)
+    if cfg.selection.reasoning_length is not None:
+        counts["length_matched"] = _match_length(s, cfg.selection.reasoning_length, drops)
     alive = np.flatnonzero(s["alive"])
     keys = [s["key"][i] for i in alive]
     sel = select(keys, [s["bucket"][i] for i in alive], [s["labels"][i] for i in alive], cfg.selection, seed)
@@ -109,6 +113,30 @@ def _run(store: Store, cfg: CurateConfig, seed: int) -> dict:
     counts["subsets"] = _subsets(store, cfg, counts)
     _log_summary(counts)
     return counts
+
+
+def _match_length(s: dict, cfg, drops: dict) -> dict:
+    """Keep one trace per question (``s["question_rep"]``), by reasoning length and the bucket of
+    the question's best trace (see :class:`ReasoningLengthConfig`); count the choices made."""
+    groups: dict[int, list[int]] = {}
+    for i in np.flatnonzero(s["alive"]):  # in quality order, so a group's first is its best trace
+        groups.setdefault(int(s["question_rep"][i]), []).append(int(i))
+    made: dict = {}
+    for members in groups.values():
+        bucket = s["bucket"][members[0]] or "unknown"
+        choice = getattr(cfg, bucket)
+        if choice == "all" or len(members) == 1:
+            continue
+        by_length = sorted(members, key=lambda i: s["tokens"][i])  # stable: ties keep quality order
+        keep = by_length[{"shortest": 0, "median": len(members) // 2, "longest": -1}[choice]]
+        made[f"{bucket}: {choice}"] = made.get(f"{bucket}: {choice}", 0) + 1
+        for i in members:
+            if i != keep:
+                s["alive"][i] = False
+                drops[s["key"][i]] = ("selection", "reasoning length",
+                                      f"{bucket} question: its {choice} trace ({s['tokens'][keep]} tokens) "
+                                      f"is kept, of {len(members)}")
+    return made
 
 
 def _sql_list(values: list[str]) -> str:
@@ -146,10 +174,12 @@ def _ranked(store: Store, cfg: CurateConfig, drops: dict, seed: int) -> dict:
     try:
         t = con.sql(
             f"WITH r AS (SELECT key, seed_id, difficulty_bucket, coalesce(labels, []) AS labels, "
+            f"coalesce(reasoning_tokens, 0) AS tokens, "
             f"coalesce(judge_tags, []) AS tags, row_number() OVER (ORDER BY {QUALITY_ORDER}) AS rn "
             f"FROM {VIEW} WHERE key NOT IN (SELECT key FROM _dropped)), "
             f"f AS (SELECT *, min(rn) OVER (PARTITION BY seed_id) AS first FROM r) "
-            f"SELECT key, seed_id, difficulty_bucket, labels, tags, dense_rank() OVER (ORDER BY first) - 1 AS seed_pos "
+            f"SELECT key, seed_id, difficulty_bucket, labels, tags, tokens, "
+            f"dense_rank() OVER (ORDER BY first) - 1 AS seed_pos "
             f"FROM f ORDER BY rn", params=[seed]).to_arrow_table()
     finally:
         con.unregister("_dropped")
@@ -163,7 +193,7 @@ def _ranked(store: Store, cfg: CurateConfig, drops: dict, seed: int) -> dict:
     n = len(seed_pos)
     buckets = [shared.setdefault(b, b) if b else None for b in t.column("difficulty_bucket").to_pylist()]
     return {"key": t.column("key").to_pylist(), "bucket": buckets,
-            "labels": labels, "seed_pos": seed_pos, "seeds": t.column("seed_id").combine_chunks().take(pa.array(first)),
+            "labels": labels, "tokens": t.column("tokens").to_pylist(), "seed_pos": seed_pos, "seeds": t.column("seed_id").combine_chunks().take(pa.array(first)),
             "alive": np.ones(n, dtype=bool), "question_rep": seed_pos.copy(), "reasoning_rep": np.arange(n)}
 
 

@@ -182,10 +182,17 @@ def _curation(store: Store) -> str:
                FROM (SELECT unnest(labels) AS label, kept FROM curation)
                GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 12""").fetchall():
         labels[label] = {"before": before, "after": after}
+    lengths = {b: {"before": before, "after": after or 0.0} for b, before, after in store.con.execute(
+        """SELECT coalesce(c.difficulty_bucket, 'unknown') AS b, avg(a.reasoning_tokens),
+                  avg(a.reasoning_tokens) FILTER (WHERE c.kept)
+           FROM curation c JOIN annotations a ON a.key = c.key GROUP BY b
+           ORDER BY list_position(['easy', 'medium', 'hard', 'unknown'], b)""").fetchall()}
     kept, total = store.con.execute("SELECT count(*) FILTER (WHERE kept), count(*) FROM curation").fetchone()
     imgs = [_img(plots.stacked(diff, ["easy", "medium", "hard", "unknown"], "difficulty before and after curation"),
                  "difficulty before and after"),
-            _img(plots.bars(labels, "task labels before and after curation", "traces"), "labels before and after")]
+            _img(plots.bars(labels, "task labels before and after curation", "traces"), "labels before and after"),
+            _img(plots.bars(lengths, "reasoning length by difficulty, before and after curation",
+                            "mean whitespace tokens"), "reasoning length by difficulty")]
     return (f"<section id=curation><h2>Curation</h2><p>{kept:,} of {total:,} traces kept.</p>"
             "<div class=plots>" + "".join(imgs) + "</div>"
             + _table(["layer", "reason", "dropped"], [list(r) for r in reasons], {2}) + "</section>")
@@ -193,15 +200,16 @@ def _curation(store: Store) -> str:
 
 def _evaluation(store: Store) -> str:
     """The evaluation table (students, teachers, exported GGUF on the same held-out seeds)."""
-    from siqkit.evaluate.table import cells, eval_table
+    from siqkit.evaluate.table import cells, eval_table, header, task_names
 
     rows = eval_table(store)
     if not rows:
         return ""
     judged = [(r["model"], r["role"], r["accuracy"]) for r in rows if r["accuracy"] is not None]
     plot = _img(plots.accuracy_bars(judged, "held-out accuracy"), "held-out accuracy") if judged else ""
-    table = _table(["model", "what", "accuracy", "correct / judged", "format ok", "reasoning tokens"],
-                   [[r["model"], r["what"], *cells(r).values()] for r in rows], {2, 3, 4, 5})
+    tasks, head = task_names(rows), header(rows)
+    table = _table(["model", "what", *head], [[r["model"], r["what"], *cells(r, tasks).values()] for r in rows],
+                   set(range(2, 2 + len(head))))
     return ("<section id=evaluation><h2>Held-out evaluation</h2><p>Every model on the same test questions, "
             "never trained on; teachers only on the questions routed to them.</p><div class=plots>" + plot
             + "</div>" + table + "</section>")

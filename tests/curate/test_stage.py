@@ -141,3 +141,27 @@ def test_refusal_patterns_re2_cannot_compile_run_in_python(tmp_path):
     run_curate(store, recipe(rules={"refusal_patterns": [r"(?<=I )cannot tell"]}))  # lookbehind: not RE2
     d = decisions(store)
     assert d["k0000"][0] and d["k0001"][2] == "refusal" and "cannot tell" in d["k0001"][3]
+
+
+def test_reasoning_length_matches_difficulty(tmp_path):
+    """One trace per question: the shortest for easy questions, the longest for hard ones,
+    the upper median for medium ones; questions with one trace keep it."""
+    def traces(seed: str, bucket: str, lengths: list[int], start: int) -> list[dict]:
+        return [sample(start + j, seed_id=seed, question=f"Question {seed}: what is in this picture, and where?",
+                       teacher=f"t{j}", bucket=bucket, reasoning=reasoning_text(start + j, words=n))
+                for j, n in enumerate(lengths)]
+
+    samples = (traces("sE", "easy", [30, 9, 60], 0) + traces("sM", "medium", [9, 60, 30], 10)
+               + traces("sH", "hard", [30, 60, 9], 20) + traces("s1", "hard", [30], 30))
+    store = build_store(tmp_path / "run", samples)
+    counts = run_curate(store, recipe(selection={"reasoning_length": {}}))
+    kept = {k for k, (ok, *_) in decisions(store).items() if ok}
+    assert kept == {"k0001", "k0012", "k0021", "k0030"}
+    assert counts["length_matched"] == {"easy: shortest": 1, "medium: median": 1, "hard: longest": 1}
+    assert counts["dropped"]["selection"] == {"reasoning length": 6}
+    detail = decisions(store)["k0000"][3]
+    assert detail.startswith("easy question: its shortest trace (") and detail.endswith("is kept, of 3")
+    # each bucket's choice is the recipe's
+    run_curate(store, recipe(selection={"reasoning_length": {"easy": "all", "hard": "shortest"}}))
+    kept = {k for k, (ok, *_) in decisions(store).items() if ok}
+    assert kept == {"k0000", "k0001", "k0002", "k0012", "k0022", "k0030"}
