@@ -56,18 +56,38 @@ def run(
     overrides: Optional[list[str]] = SetOpt,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed input row instead of quarantining it."),
     tiny: bool = typer.Option(False, "--tiny", help="Smoke test: every model a tiny twin of its class, every source capped; runs in runs/<name>-tiny."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write RUN_DIR/report.html at the end of the run."),
 ) -> None:
-    """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it."""
+    """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it.
+
+    A run that goes to the end of the pipeline (all stages, --from, or --only export) then
+    writes the HTML report to RUN_DIR/report.html, as `siqkit report` would, and prints where;
+    --only of an earlier stage does not (run `siqkit report RUN_DIR` for that).
+    """
     from siqkit.recipe import load_recipe
     from siqkit.runner import run_recipe, select_stages
 
     rec = load_recipe(recipe, overrides, tiny=tiny)
-    select_stages(only, start)  # refuse a bad stage name before the run folder is touched
+    stages = select_stages(only, start)  # refuse a bad stage name before the run folder is touched
     from siqkit.inspect import summarize
 
     run_dir = run_recipe(rec, only=only, start=start, strict=strict, command=" ".join(["siqkit", *sys.argv[1:]]))
     print_summary(summarize(run_dir))
     console.print(f"[green]done[/green]: {run_dir}  (again any time: siqkit inspect {run_dir})")
+    if not no_report and stages[-1] == STAGES[-1]:
+        _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> None:
+    """The report at the end of a run; if it fails, the stored run is untouched and the command says so."""
+    from siqkit.report.build import build_report
+
+    try:
+        path = build_report(run_dir)
+    except Exception as e:  # noqa: BLE001 -- the run is stored; say what failed and how to retry
+        raise SiqkitError(f"the run finished and is stored in {run_dir}, but its report failed "
+                          f"({type(e).__name__}: {e}); retry with: siqkit report {run_dir}") from e
+    console.print(f"[green]report[/green]: {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
