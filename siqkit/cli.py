@@ -182,7 +182,7 @@ def dedup_cmd(
 @app.command("subset")
 def subset_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder whose curate stage has run."),
-    output: Path = typer.Option(..., "--out", help="Folder for the subset: data.jsonl, data.parquet, images/, README.md."),
+    output: Path = typer.Option(..., "--out", help="Folder for the subset: data.jsonl, data.parquet, llamafactory.jsonl, images/, README.md."),
     difficulty: Optional[list[str]] = typer.Option(None, "--difficulty", help="easy, medium or hard (repeatable)."),
     label: Optional[list[str]] = typer.Option(None, "--label", help="Samples with any of these task labels (repeatable)."),
     teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="Samples from these teachers (repeatable)."),
