@@ -69,7 +69,7 @@ def run(
 
     rec = load_recipe(recipe, overrides, tiny=tiny)
     stages = select_stages(only, start)  # refuse a bad stage name before the run folder is touched
-    from siqkit.inspect import summarize
+    from siqkit.inspect import print_summary, summarize
 
     run_dir = run_recipe(rec, only=only, start=start, strict=strict, command=" ".join(["siqkit", *sys.argv[1:]]))
     print_summary(summarize(run_dir))
@@ -138,7 +138,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
 ) -> None:
     """Show what a run folder holds: per-stage counts, seeds by source and split, quarantine and drop reasons."""
-    from siqkit.inspect import summarize
+    from siqkit.inspect import print_summary, summarize
 
     s = summarize(run_dir)
     if as_json:
@@ -256,74 +256,6 @@ def merge_cmd(
     from siqkit.export.commands import merge_command
 
     merge_command(base, adapter, out, dtype=dtype)
-
-
-def print_summary(s: dict) -> None:
-    """The human view of ``siqkit inspect``: one table per subject."""
-    t = Table(title=f"stages in {s['run_dir']}")
-    for col in ("stage", "status", "finished", "seconds"):
-        t.add_column(col)
-    for stage, info in s["stages"].items():
-        t.add_row(stage, info["status"], info["finished_at"] or "-", str(info["counts"].get("seconds", "-")))
-    out.print(t)
-    t = Table(title=f"seeds: {s['seeds']['selected']:,} selected of {s['seeds']['stored']:,} stored")
-    for col in ("source", "split", "stored", "selected"):
-        t.add_column(col, justify="right" if col in ("stored", "selected") else "left")
-    for src, splits in s["seeds"]["by_source"].items():
-        for split, n in splits.items():
-            t.add_row(src, split, f"{n['stored']:,}", f"{n['selected']:,}")
-    out.print(t)
-    if s["teachers"]:
-        t = Table(title="teachers")
-        for col in ("teacher", "traces", "parse failures", "errors", "accuracy (train)", "accuracy (test)",
-                    "easy/medium/hard", "samples/s"):
-            t.add_column(col, justify="left" if col == "teacher" else "right")
-        for name, info in s["teachers"].items():
-            acc = info.get("accuracy", {})
-            diff = info.get("difficulty", {})
-            t.add_row(name, f"{info.get('traces', 0):,}", f"{info.get('parse_failures', 0):,}",
-                      f"{info.get('errors', 0):,}", _acc(acc.get("train")), _acc(acc.get("test")),
-                      "/".join(f"{diff.get(b, 0):,}" for b in ("easy", "medium", "hard")),
-                      f"{(info.get('throughput') or {}).get('samples_per_s') or 0:,.1f}")
-        out.print(t)
-    cur = s.get("curation") or {}
-    if cur:
-        t = Table(title=f"curation: {cur['kept']:,} kept of {cur['considered']:,} traces")
-        for col in ("layer", "reason", "count"):
-            t.add_column(col, justify="right" if col == "count" else "left")
-        for layer, reasons in cur["by_reason"].items():
-            for reason, n in reasons.items():
-                t.add_row(layer, reason, f"{n:,}")
-        out.print(t)
-    for title, data in (("quarantined rows", s["quarantine"]["by_source"]), ("dropped", s["drops"]["by_stage"])):
-        if not data:
-            continue
-        t = Table(title=title)
-        for col in ("where", "reason", "count"):
-            t.add_column(col, justify="right" if col == "count" else "left")
-        for where, reasons in data.items():
-            for reason, n in reasons.items():
-                t.add_row(where, reason, f"{n:,}")
-        out.print(t)
-    rows = s.get("evaluation") or []
-    if rows:
-        from siqkit.evaluate.table import cells
-
-        seeds = max(((r["seeds"] or 0) for r in rows if r["role"] == "student"), default=0)
-        t = Table(title=f"held-out accuracy: the same {seeds:,} test questions for every model",
-                  caption="accuracy = correct / questions with a gold answer; a missing answer counts as wrong")
-        for col in ("model", "what", "accuracy", "correct", "format ok", "reasoning tokens"):
-            t.add_column(col, justify="left" if col in ("model", "what") else "right")
-        for r in rows:
-            c = cells(r)
-            t.add_row(r["model"], r["what"], c["accuracy"], c["correct"], c["format_ok"], c["reasoning_tokens"])
-        out.print(t)
-
-
-def _acc(a: dict | None) -> str:
-    if not a or a["accuracy"] is None:
-        return "-"
-    return f"{a['accuracy']:.1%} of {a['graded']:,}"
 
 
 def _num(n: int | None) -> str:
