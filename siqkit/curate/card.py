@@ -51,7 +51,12 @@ def card_license(sources: list[dict], override: str | list[str] | None) -> str |
 
 def llamafactory_entry(name: str, file: Path) -> dict:
     """The ``dataset_info.json`` entry for LLaMA-Factory: sharegpt formatting with OpenAI-style
-    ``messages`` (``role``/``content`` tags) and an ``images`` column."""
+    ``messages`` (``role``/``content`` tags) and an ``images`` column.
+
+    Checked once by hand with LLaMA-Factory 0.9.5's own loader (its dataset parser, sharegpt
+    converter and Qwen2-VL plugin, which counts ``<image>`` against ``images``); the tests check
+    the documented format instead, as LLaMA-Factory pins older transformers and trl.
+    """
     return {name: {"file_name": str(file), "formatting": "sharegpt",
                    "columns": {"messages": "messages", "images": "images"},
                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
