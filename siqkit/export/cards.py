@@ -167,7 +167,7 @@ def write_training_cards(store, base: str | Path | None) -> list[str]:
                WHERE stage_run IS NOT DISTINCT FROM (SELECT max(stage_run) FROM train_stages) AND status = 'done'
                ORDER BY position""").fetchall():
         facts = {"stage": stage, "data": data, "method": method, "steps": steps, "final loss": final_loss}
-        if adapter_dir and Path(adapter_dir).is_dir():
+        if adapter_dir and (Path(adapter_dir) / "adapter_config.json").is_file():
             card = write_folder_card(adapter_dir, "adapter", base=input_model, title=f"{stage} adapter",
                                      facts={**facts, "trained on": input_model})
             written += [str(card)] if card else []
