@@ -56,18 +56,38 @@ def run(
     overrides: Optional[list[str]] = SetOpt,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed input row instead of quarantining it."),
     tiny: bool = typer.Option(False, "--tiny", help="Smoke test: every model a tiny twin of its class, every source capped; runs in runs/<name>-tiny."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write RUN_DIR/report.html at the end of the run."),
 ) -> None:
-    """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it."""
+    """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it.
+
+    A run that goes to the end of the pipeline (all stages, --from, or --only export) then
+    writes the HTML report to RUN_DIR/report.html, as `siqkit report` would, and prints where;
+    --only of an earlier stage does not (run `siqkit report RUN_DIR` for that).
+    """
     from siqkit.recipe import load_recipe
     from siqkit.runner import run_recipe, select_stages
 
     rec = load_recipe(recipe, overrides, tiny=tiny)
-    select_stages(only, start)  # refuse a bad stage name before the run folder is touched
-    from siqkit.inspect import summarize
+    stages = select_stages(only, start)  # refuse a bad stage name before the run folder is touched
+    from siqkit.inspect import print_summary, summarize
 
     run_dir = run_recipe(rec, only=only, start=start, strict=strict, command=" ".join(["siqkit", *sys.argv[1:]]))
     print_summary(summarize(run_dir))
     console.print(f"[green]done[/green]: {run_dir}  (again any time: siqkit inspect {run_dir})")
+    if not no_report and stages[-1] == STAGES[-1]:
+        _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> None:
+    """The report at the end of a run; if it fails, the stored run is untouched and the command says so."""
+    from siqkit.report.build import build_report
+
+    try:
+        path = build_report(run_dir)
+    except Exception as e:  # noqa: BLE001 -- the run is stored; say what failed and how to retry
+        raise SiqkitError(f"the run finished and is stored in {run_dir}, but its report failed "
+                          f"({type(e).__name__}: {e}); retry with: siqkit report {run_dir}") from e
+    console.print(f"[green]report[/green]: {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -118,7 +138,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
 ) -> None:
     """Show what a run folder holds: per-stage counts, seeds by source and split, quarantine and drop reasons."""
-    from siqkit.inspect import summarize
+    from siqkit.inspect import print_summary, summarize
 
     s = summarize(run_dir)
     if as_json:
@@ -162,7 +182,7 @@ def dedup_cmd(
 @app.command("subset")
 def subset_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder whose curate stage has run."),
-    output: Path = typer.Option(..., "--out", help="Folder for the subset: data.jsonl, data.parquet, images/, README.md."),
+    output: Path = typer.Option(..., "--out", help="Folder for the subset: data.jsonl, data.parquet, llamafactory.jsonl, images/, README.md."),
     difficulty: Optional[list[str]] = typer.Option(None, "--difficulty", help="easy, medium or hard (repeatable)."),
     label: Optional[list[str]] = typer.Option(None, "--label", help="Samples with any of these task labels (repeatable)."),
     teacher: Optional[list[str]] = typer.Option(None, "--teacher", help="Samples from these teachers (repeatable)."),
@@ -236,75 +256,6 @@ def merge_cmd(
     from siqkit.export.commands import merge_command
 
     merge_command(base, adapter, out, dtype=dtype)
-
-
-def print_summary(s: dict) -> None:
-    """The human view of ``siqkit inspect``: one table per subject."""
-    t = Table(title=f"stages in {s['run_dir']}")
-    for col in ("stage", "status", "finished", "seconds"):
-        t.add_column(col)
-    for stage, info in s["stages"].items():
-        t.add_row(stage, info["status"], info["finished_at"] or "-", str(info["counts"].get("seconds", "-")))
-    out.print(t)
-    t = Table(title=f"seeds: {s['seeds']['selected']:,} selected of {s['seeds']['stored']:,} stored")
-    for col in ("source", "split", "stored", "selected"):
-        t.add_column(col, justify="right" if col in ("stored", "selected") else "left")
-    for src, splits in s["seeds"]["by_source"].items():
-        for split, n in splits.items():
-            t.add_row(src, split, f"{n['stored']:,}", f"{n['selected']:,}")
-    out.print(t)
-    if s["teachers"]:
-        t = Table(title="teachers")
-        for col in ("teacher", "traces", "parse failures", "errors", "accuracy (train)", "accuracy (test)",
-                    "easy/medium/hard", "samples/s"):
-            t.add_column(col, justify="left" if col == "teacher" else "right")
-        for name, info in s["teachers"].items():
-            acc = info.get("accuracy", {})
-            diff = info.get("difficulty", {})
-            t.add_row(name, f"{info.get('traces', 0):,}", f"{info.get('parse_failures', 0):,}",
-                      f"{info.get('errors', 0):,}", _acc(acc.get("train")), _acc(acc.get("test")),
-                      "/".join(f"{diff.get(b, 0):,}" for b in ("easy", "medium", "hard")),
-                      f"{(info.get('throughput') or {}).get('samples_per_s') or 0:,.1f}")
-        out.print(t)
-    cur = s.get("curation") or {}
-    if cur:
-        t = Table(title=f"curation: {cur['kept']:,} kept of {cur['considered']:,} traces")
-        for col in ("layer", "reason", "count"):
-            t.add_column(col, justify="right" if col == "count" else "left")
-        for layer, reasons in cur["by_reason"].items():
-            for reason, n in reasons.items():
-                t.add_row(layer, reason, f"{n:,}")
-        out.print(t)
-    for title, data in (("quarantined rows", s["quarantine"]["by_source"]), ("dropped", s["drops"]["by_stage"])):
-        if not data:
-            continue
-        t = Table(title=title)
-        for col in ("where", "reason", "count"):
-            t.add_column(col, justify="right" if col == "count" else "left")
-        for where, reasons in data.items():
-            for reason, n in reasons.items():
-                t.add_row(where, reason, f"{n:,}")
-        out.print(t)
-    rows = s.get("evaluation") or []
-    if rows:
-        from siqkit.evaluate.table import cells, header, task_names
-
-        seeds = max(((r["seeds"] or 0) for r in rows if r["role"] == "student"), default=0)
-        tasks = task_names(rows)
-        per = f" ({len(tasks)} tasks)" if tasks else ""
-        t = Table(title=f"held-out accuracy: the same {seeds:,} test questions{per} for every model",
-                  caption="accuracy = correct / questions with a gold answer; a missing answer counts as wrong")
-        for col in ("model", "what", *header(rows)):
-            t.add_column(col, justify="left" if col in ("model", "what") else "right")
-        for r in rows:
-            t.add_row(r["model"], r["what"], *cells(r, tasks).values())
-        out.print(t)
-
-
-def _acc(a: dict | None) -> str:
-    if not a or a["accuracy"] is None:
-        return "-"
-    return f"{a['accuracy']:.1%} of {a['graded']:,}"
 
 
 def _num(n: int | None) -> str:

@@ -78,3 +78,33 @@ def test_usage_errors_are_one_line_and_the_usage(cli, args, message):
 def test_short_and_long_help_everywhere(cli, args):
     res = cli(*args)
     assert res.returncode == 0 and "Usage: siqkit" in res.stdout
+
+
+def _seeds_only_recipe(tmp_path) -> str:
+    import json
+
+    import yaml
+
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(6)))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"run": {"name": "t", "dir": str(tmp_path / "run")},
+                                    "seeds": {"sources": [{"name": "q", "type": "jsonl", "path": str(data)}]}}))
+    return str(path)
+
+
+def test_a_full_run_writes_its_report_and_says_where(cli, tmp_path):
+    rec = _seeds_only_recipe(tmp_path)
+    report = tmp_path / "run" / "report.html"
+    res = cli("run", rec, "--only", "seeds")
+    assert res.returncode == 0, res.stderr
+    assert not report.exists() and "report:" not in res.stderr  # one stage: no report
+    res = cli("run", rec, "--no-report")
+    assert res.returncode == 0, res.stderr
+    assert not report.exists()
+    res = cli("run", rec)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"report: {report}"
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "id=seeds" in page and "What is" not in page

@@ -212,7 +212,7 @@ def _tables(path: Path, kind: str) -> Iterator[pa.Table]:
 
 def subset_command(run_dir: Path, out: Path, difficulty: list[str] | None = None, labels: list[str] | None = None,
                    teachers: list[str] | None = None, splits: list[str] | None = None, max: int | None = None,  # noqa: A002
-                   formats: list[str] = ("jsonl", "parquet"), echo: Callable[[str], None] = print) -> dict:
+                   formats: list[str] = ("jsonl", "parquet", "llamafactory"), echo: Callable[[str], None] = print) -> dict:
     """Export the curated samples of ``run_dir`` that match the filters to ``out``."""
     for d in difficulty or []:
         if d not in ("easy", "medium", "hard"):
@@ -223,8 +223,11 @@ def subset_command(run_dir: Path, out: Path, difficulty: list[str] | None = None
     try:
         keys = subset_keys(store, difficulty, labels, teachers, splits, max)
         flt = {"difficulty": difficulty, "labels": labels, "teachers": teachers, "splits": splits, "max": max}
+        export = (((store.last_stage_runs().get("curate") or {}).get("settings") or {}).get("curate") or {}).get(
+            "export") or {}  # the recipe's card license and language, as the curate stage used them
         counts = export_samples(store, keys, Path(out), list(formats), True,
-                                {"source": f"siqkit subset {run_dir}", "subset": flt})
+                                {"source": f"siqkit subset {run_dir}", "subset": flt,
+                                 "license": export.get("license"), "language": export.get("language")})
     finally:
         store.close()
     echo(f"{len(keys):,} samples -> {out} (" + ", ".join(f"{k} {v:,}" for k, v in counts["difficulty"].items())

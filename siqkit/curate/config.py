@@ -200,7 +200,11 @@ class SubsetConfig(_Model):
 
 
 class ExportConfig(_Model):
-    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    # data.jsonl, data.parquet (images embedded), llamafactory.jsonl + dataset_info.json
+    formats: list[Literal["jsonl", "parquet", "llamafactory"]] = Field(
+        default_factory=lambda: ["jsonl", "parquet", "llamafactory"])
+    license: str | list[str] | None = None  # the card's license id(s); default: from the seed sources
+    language: list[str] = Field(default_factory=lambda: ["en"])  # the card's languages
     link_images: bool = True  # hard-link images into DIR/images/ (copied where linking fails)
 
 

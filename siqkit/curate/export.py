@@ -1,27 +1,34 @@
-"""Training exports: JSONL in ``messages`` form, Parquet, images and a dataset card; and back.
+"""Training exports: JSONL in ``messages`` form, Parquet, a LLaMA-Factory variant, a card; and back.
 
 A folder written by :func:`export_samples`::
 
     DIR/
-      data.jsonl     one row per trace (the training contract below)
-      data.parquet   the same rows and columns
+      data.jsonl          one row per trace (the training contract below)
+      data.parquet        the same rows; ``images`` a ``datasets`` Image feature, bytes embedded
+      llamafactory.jsonl  LLaMA-Factory's sharegpt form: string content with ``<image>`` placeholders
+      dataset_info.json   the entry to paste into LLaMA-Factory's ``data/dataset_info.json``
       images/<sha256>.<ext>   hard links to (or copies of) the run's stored images
-      README.md      dataset card: counts, distributions, filters applied, how to load
+      README.md           dataset card (:mod:`siqkit.curate.card`): Hub header, loading, credits, counts
 
 Row contract (other code reads exactly these fields)::
 
     {"id": key, "seed_id": ..., "teacher": ..., "split": ..., "difficulty": "easy|medium|hard",
-     "labels": [...], "images": ["images/<hash>.png", ...],
+     "labels": [...], "images": ["/abs/DIR/images/<hash>.png", ...],
      "messages": [{"role": "user", "content": [{"type": "image"}, ..., {"type": "text", "text": question}]},
-                  {"role": "assistant", "content": [{"type": "text", "text": "<think>\\n…\\n</think>\\n\\n…"}]}],
+                  {"role": "assistant", "content": [{"type": "text", "text": "<think>\n…\n</think>\n\n…"}]}],
      "answer": ..., "gold": ..., "caption": ...}
 
-Image paths are relative to the folder. ``caption`` is the seed's caption (or OCR text) when
-its source has one, else null: the training stages use it to align a projector and to stand
-in for images with a text-only student. Both files load with ``datasets.load_dataset("json",
-data_files=DIR + "/data.jsonl")`` or ``("parquet", …)``, and ``load_dataset(DIR)`` reads the
-Parquet file through the card's ``configs`` header. :func:`read_export` reads a folder (or
-either file) back; :func:`import_seeds` and :func:`import_traces` put it into a run store.
+Image paths in the JSONL files are absolute (the folder's ``images/`` at export time), so
+``datasets`` and LLaMA-Factory open them from any working directory; a relative path
+``images/…`` (older exports) means relative to the file, and :func:`read_export` falls back
+to ``images/<name>`` beside the file when an absolute path no longer exists (the folder
+moved). The Parquet file needs no image files at all: each image's bytes are embedded, with
+the features header ``datasets`` reads, so ``load_dataset(DIR)`` (through the card's
+``configs``) or ``load_dataset("parquet", data_files=…)`` give decoded images anywhere.
+``caption`` is the seed's caption (or OCR text) when its source has one, else null: the
+training stages use it to align a projector and to stand in for images with a text-only
+student. :func:`read_export` reads a folder (or either file) back; :func:`import_seeds` and
+:func:`import_traces` put it into a run store.
 """
 
 from __future__ import annotations
@@ -35,17 +42,28 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from siqkit.curate.card import KNOWN_SOURCES, dataset_card, llamafactory_entry
 from siqkit.store import Store
 from siqkit.teachers.parse import format_target, parse_cot
 
 CHUNK = 5000
-_TEXT = pa.struct([("type", pa.string()), ("text", pa.string())])
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("seed_id", pa.string()), ("teacher", pa.string()), ("split", pa.string()),
-    ("difficulty", pa.string()), ("labels", pa.list_(pa.string())), ("images", pa.list_(pa.string())),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.list_(_TEXT))]))),
-    ("answer", pa.string()), ("gold", pa.string()), ("caption", pa.string()),
-])
+PARQUET_ROWS = 500  # rows per Parquet write: their images' bytes are held in memory at once
+
+
+def parquet_schema() -> pa.Schema:
+    """The Parquet file's Arrow schema, with the ``datasets`` features header (images: Image)."""
+    import datasets
+    from datasets import Features, Image, Value
+
+    seq = getattr(datasets, "List", None) or datasets.Sequence  # List since datasets 4
+    text = Value("string")
+    return Features({
+        "id": text, "seed_id": text, "teacher": text, "split": text, "difficulty": text,
+        "labels": seq(text), "images": seq(Image()),
+        "messages": seq({"role": text, "content": seq({"type": text, "text": text})}),
+        "answer": text, "gold": text, "caption": text,
+    }).arrow_schema
+
 _ROWS_SQL = """
     SELECT g.key, g.seed_id, g.teacher, s.split, a.difficulty_bucket, a.labels, s.images, s.question,
            g.reasoning, g.answer, s.answer AS gold,
@@ -94,15 +112,17 @@ def _row(r: tuple, files: dict[str, Path], image_dir: str) -> dict:
     }
 
 
-def export_samples(store: Store, keys: list[str], out_dir: Path, formats: list[str] = ("jsonl", "parquet"),
+def export_samples(store: Store, keys: list[str], out_dir: Path,
+                   formats: list[str] = ("jsonl", "parquet", "llamafactory"),
                    link_images: bool = True, card: dict | None = None) -> dict:
     """Write the samples to ``out_dir`` (replacing an earlier export there); return counts."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(exist_ok=True)
-    tmp = {f: out_dir / f".data.{f}.tmp" for f in formats}
+    tmp = {f: out_dir / f".{FILES[f]}.tmp" for f in formats}
     jsonl = open(tmp["jsonl"], "w", encoding="utf-8") if "jsonl" in formats else None
-    writer = pq.ParquetWriter(tmp["parquet"], SCHEMA) if "parquet" in formats else None
+    lf = open(tmp["llamafactory"], "w", encoding="utf-8") if "llamafactory" in formats else None
+    writer = pq.ParquetWriter(tmp["parquet"], parquet_schema()) if "parquet" in formats else None
     n, linked, copied, stats = 0, 0, 0, _Stats()
     try:
         for chunk in rows_for(store, keys):
@@ -114,22 +134,60 @@ def export_samples(store: Store, keys: list[str], out_dir: Path, formats: list[s
                         linked += how == "link"
                         copied += how == "copy"
                 stats.add(row)
+            absolute = [{**r, "images": [str(out_dir / p) for p in r["images"]]} for r in chunk]
             if jsonl is not None:
-                jsonl.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chunk)
+                jsonl.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in absolute)
+            if lf is not None:
+                lf.writelines(json.dumps(llamafactory_row(r), ensure_ascii=False) + "\n" for r in absolute)
             if writer is not None:
-                writer.write_table(pa.Table.from_pylist(chunk, schema=SCHEMA))
+                for i in range(0, len(chunk), PARQUET_ROWS):
+                    part = [{**r, "images": [{"bytes": (out_dir / p).read_bytes(), "path": Path(p).name}
+                                             for p in r["images"]]} for r in chunk[i:i + PARQUET_ROWS]]
+                    writer.write_table(pa.Table.from_pylist(part, schema=writer.schema))
             n += len(chunk)
     finally:
-        if jsonl is not None:
-            jsonl.close()
-        if writer is not None:
-            writer.close()
+        for fh in (jsonl, lf, writer):
+            if fh is not None:
+                fh.close()
     for f, path in tmp.items():
-        os.replace(path, out_dir / f"data.{f}")  # a reader never sees half a file
+        os.replace(path, out_dir / FILES[f])  # a reader never sees half a file
     counts = {"samples": n, "images_linked": linked, "images_copied": copied, "path": str(out_dir),
-              "files": [f"data.{f}" for f in formats], **stats.summary()}
-    (out_dir / "README.md").write_text(dataset_card(out_dir.name, counts, card or {}, formats), encoding="utf-8")
+              "files": [FILES[f] for f in formats], **stats.summary(), "sources": _sources(store, keys)}
+    if "llamafactory" in formats:
+        entry = llamafactory_entry(f"siqkit_{out_dir.name}".replace("-", "_"), out_dir / FILES["llamafactory"])
+        (out_dir / "dataset_info.json").write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "README.md").write_text(dataset_card(out_dir, counts, card or {}, formats), encoding="utf-8")
     return counts
+
+
+FILES = {"jsonl": "data.jsonl", "parquet": "data.parquet", "llamafactory": "llamafactory.jsonl"}
+
+
+def llamafactory_row(row: dict) -> dict:
+    """A contract row in LLaMA-Factory's sharegpt form: each message's content one string, with an
+    ``<image>`` placeholder where each image part was (its multimodal plugin counts them)."""
+    messages = [{"role": m["role"], "content": "".join("<image>" if c["type"] == "image" else c["text"] or ""
+                                                       for c in m["content"])} for m in row["messages"]]
+    return {"id": row["id"], "messages": messages, "images": row["images"]}
+
+
+def _sources(store: Store, keys: list[str]) -> list[dict]:
+    """The seed sources of these samples, with their type, count and (for built-in ones) license."""
+    settings = (store.last_stage_runs().get("seeds") or {}).get("settings") or {}
+    types = {s.get("name"): s.get("type") for s in (settings.get("seeds") or {}).get("sources") or []}
+    cur = store.con.cursor()
+    try:
+        cur.register("_source_keys", pa.table({"key": keys}))
+        rows = cur.execute("SELECT s.source, count(*) FROM _source_keys k JOIN generations g ON g.key = k.key "
+                           "JOIN seeds s ON s.id = g.seed_id GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    finally:
+        cur.close()
+    out = []
+    for name, n in rows:
+        known = KNOWN_SOURCES.get(types.get(name), {})
+        out.append({"name": name, "type": types.get(name), "samples": n, "license": known.get("license"),
+                    "credit": known.get("credit")})
+    return out
 
 
 def _place(src: Path, dst: Path, link: bool) -> str:
@@ -146,44 +204,18 @@ def _place(src: Path, dst: Path, link: bool) -> str:
 class _Stats:
     def __init__(self):
         self.by: dict[str, dict[str, int]] = {"split": {}, "teacher": {}, "difficulty": {}, "labels": {}}
+        self.images = 0
 
     def add(self, row: dict) -> None:
+        self.images += len(row["images"])
         for field, values in (("split", [row["split"]]), ("teacher", [row["teacher"]]),
                               ("difficulty", [row["difficulty"] or "unknown"]), ("labels", row["labels"])):
             for v in values:
                 self.by[field][v] = self.by[field].get(v, 0) + 1
 
     def summary(self) -> dict:
-        return {k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in self.by.items()}
-
-
-def dataset_card(name: str, counts: dict, info: dict, formats) -> str:
-    """README.md: a ``configs`` header for ``load_dataset(DIR)``, then counts and settings."""
-    splits = list(counts.get("split", {})) or ["train"]
-    split = splits[0] if len(splits) == 1 else "curated"
-    main = "data.parquet" if "parquet" in formats else "data.jsonl"
-    lines = ["---", "configs:", "- config_name: default", "  data_files:", f"  - split: {split}",
-             f"    path: {main}", "---", "", f"# {name}", "",
-             f"{counts['samples']:,} reasoning traces for distillation, curated by siqkit "
-             f"(`{info.get('source', 'siqkit curate')}`).", "",
-             "Each row holds a `messages` conversation (user: images then question; assistant: "
-             "`<think>` reasoning, then the answer), the image paths relative to this folder, the "
-             "teacher, the seed split, difficulty bucket, task labels, the answer and the gold answer.", "",
-             "```python", "from datasets import load_dataset",
-             f'ds = load_dataset("{"parquet" if main.endswith("parquet") else "json"}", '
-             f'data_files="{main}")  # or load_dataset(".") in this folder', "```", ""]
-    for title, field in (("Splits", "split"), ("Teachers", "teacher"), ("Difficulty", "difficulty"),
-                         ("Task labels", "labels")):
-        values = counts.get(field, {})
-        if values:
-            lines += [f"## {title}", "", "| value | samples |", "|---|---:|"]
-            lines += [f"| {k} | {v:,} |" for k, v in values.items()]
-            lines.append("")
-    for title, key in (("Filters applied", "filters"), ("Dropped, by layer and reason", "dropped"),
-                       ("Deduplication", "dedup"), ("Selection", "selection"), ("Subset", "subset")):
-        if info.get(key):
-            lines += [f"## {title}", "", "```json", json.dumps(info[key], indent=2, default=str), "```", ""]
-    return "\n".join(lines)
+        return {"images": self.images,
+                **{k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in self.by.items()}}
 
 
 # ------------------------------------------------------------------------------ import
@@ -191,7 +223,8 @@ def dataset_card(name: str, counts: dict, info: dict, formats) -> str:
 
 def read_export(path: str | Path) -> Iterator[dict]:
     """Rows of an export (a folder, ``data.jsonl`` or ``data.parquet``), with ``question``,
-    ``reasoning`` and absolute ``image_files`` added."""
+    ``reasoning`` and ``image_files`` (absolute paths) added; Parquet rows also carry the
+    embedded ``image_bytes``, and their ``images`` become ``images/<name>`` paths."""
     path = Path(path)
     if path.is_dir():
         path = path / "data.parquet" if (path / "data.parquet").exists() else path / "data.jsonl"
@@ -208,8 +241,18 @@ def read_export(path: str | Path) -> Iterator[dict]:
         parsed = parse_cot(target)
         row["question"] = next(c["text"] for c in user["content"] if c["type"] == "text")
         row["reasoning"] = parsed.reasoning
-        row["image_files"] = [root / p for p in row["images"]]
+        if row["images"] and isinstance(row["images"][0], dict):  # Parquet: the Image feature's structs
+            row["image_bytes"] = [im["bytes"] for im in row["images"]]
+            row["images"] = [f"images/{im['path']}" for im in row["images"]]
+        row["image_files"] = [_image_file(root, p) for p in row["images"]]
         yield row
+
+
+def _image_file(root: Path, p: str) -> Path:
+    """An exported image path: absolute, or relative to the export folder; a moved folder's
+    absolute path is found again under its ``images/``."""
+    f = root / p
+    return f if f.exists() or not f.is_absolute() else root / "images" / f.name
 
 
 def import_seeds(store: Store, path: str | Path, source: str = "import") -> int:
@@ -219,7 +262,8 @@ def import_seeds(store: Store, path: str | Path, source: str = "import") -> int:
         if r["seed_id"] in seen:
             continue
         seen.add(r["seed_id"])
-        hashes = [store.media.put(f.read_bytes())[0] for f in r["image_files"]]
+        blobs = r.get("image_bytes") or [f.read_bytes() for f in r["image_files"]]
+        hashes = [store.media.put(b)[0] for b in blobs]
         rows.append((r["seed_id"], source, r["split"], r["question"], r["gold"], hashes,
                      json.dumps({"labels": r["labels"]}), f"{path}"))
     with store.transaction():

@@ -311,7 +311,8 @@ def _write(store: Store, drops: dict, s: dict, rank: np.ndarray, settings: str) 
 
 def _subsets(store: Store, cfg: CurateConfig, counts: dict) -> dict:
     out = {}
-    card = {"source": "siqkit run --only curate", "filters": cfg.rules.model_dump(mode="json"),
+    card = {"source": "siqkit run --only curate", "license": cfg.export.license, "language": cfg.export.language,
+            "filters": cfg.rules.model_dump(mode="json"),
             "dropped": counts["dropped"], "dedup": {k: {x: v[x] for x in ("documents", "kept", "exact_removed",
                                                                         "near_removed", "threshold", "bands", "rows")}
                                                     for k, v in counts.get("dedup", {}).items()},

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from siqkit.export.cards import base_model_id
 from siqkit.export.extras import CARD_MARK, MODELFILE_MARK, write_model_card, write_modelfile
 from siqkit.export.gguf_writer import GGUF_ARCH_OF, GGUFExportError, write_gguf
 from siqkit.export.mmproj import MMPROJ_ARCHS, write_mmproj
@@ -43,7 +44,7 @@ def _model_type(model_dir: Path) -> str:
 
 def _own_or_new(preferred: Path, fallback: Path, mark: str) -> Path:
     """``preferred`` unless a file not written by siqkit is there already (then ``fallback``)."""
-    if preferred.exists() and not preferred.read_text(errors="replace").startswith(mark):
+    if preferred.exists() and mark not in preferred.read_text(errors="replace")[:4096]:  # cards open with a header
         return fallback
     return preferred
 
@@ -94,7 +95,7 @@ def export_model(
             f"cannot write an mmproj for model_type {model_type!r}; supported: {', '.join(MMPROJ_ARCHS)}"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    label = name or src.name
+    label = name or (base_model_id(src) or src.name).split("/")[-1]  # a cache snapshot: its repo's name
     timings: dict[str, float] = {}
 
     def timed(key, fn, *args, **kwargs):

@@ -2,19 +2,23 @@
 
 The Modelfile carries the chat template in Ollama's Go-template syntax and the stop tokens
 (the end-of-turn token, so generation ends where the model ends its answer). The model card
-(a README.md) says where the model came from (recipe, data subset, base checkpoint), which
-files there are, how each quant type compared with the Hugging Face model, and how to run it.
+(a README.md) opens with the Hub's YAML header (:mod:`siqkit.export.cards`), then says where
+the model came from (recipe, data subset, base checkpoint), which files there are, how each
+quant type compared with the Hugging Face model, and how to run it: llama.cpp's tools,
+llama-cpp-python (with ``MTMDChatHandler`` for the mmproj: it applies the chat template stored
+in the GGUF; ``Qwen25VLChatHandler`` injects its own system prompt, which a student trained
+without one answers badly) and Ollama.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gguf
 
+from siqkit.export.cards import CARD_MARK, base_license, base_model_id, cell, header
+
 MODELFILE_MARK = "# Ollama Modelfile for"
-CARD_MARK = "<!-- model card written by siqkit export -->"
 # Ollama templates for the chat formats siqkit's students use, keyed by their turn tokens.
 _CHATML = (
     '{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
@@ -88,22 +92,52 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _python_snippet(gguf_name: str, mmproj: str | None) -> list[str]:
+    """A llama-cpp-python script that loads the file (and its mmproj) and asks one question."""
+    if mmproj is None:
+        return ["```python", "from llama_cpp import Llama", "",
+                f'llm = Llama(model_path="{gguf_name}", n_ctx=4096, verbose=False)',
+                'reply = llm.create_chat_completion(messages=[{"role": "user", "content": "What is 12 + 30?"}],',
+                "                                   temperature=0.0, max_tokens=256)",
+                'print(reply["choices"][0]["message"]["content"])', "```"]
+    return ["```python", "from pathlib import Path", "", "from llama_cpp import Llama",
+            "from llama_cpp.llama_chat_format import MTMDChatHandler", "",
+            f'llm = Llama(model_path="{gguf_name}", n_ctx=4096, verbose=False,',
+            f'            chat_handler=MTMDChatHandler(clip_model_path="{mmproj}", verbose=False))',
+            'image = Path("photo.png").resolve().as_uri()',
+            'reply = llm.create_chat_completion(messages=[{"role": "user", "content": [',
+            '    {"type": "image_url", "image_url": {"url": image}},',
+            '    {"type": "text", "text": "What is in the picture?"}]}], temperature=0.0, max_tokens=256)',
+            'print(reply["choices"][0]["message"]["content"])', "```"]
+
+
 def write_model_card(result: dict, out: str | Path, *, lineage: dict | None = None) -> Path:
     """Write a README.md model card from an :func:`siqkit.export.export_model` result.
 
-    ``lineage`` (recipe name, data subset, base model, metrics, ...) is shown as given; the
+    ``lineage`` (recipe name, data subset, metrics, ...) is shown as a table, nested values as
+    ``key: value`` lines; its ``base_model`` (the checkpoint the model was trained from: a
+    repo id or folder) goes into the header as described in :mod:`siqkit.export.cards`. The
     export stage fills it from the run store.
     """
     out = Path(out)
     name = result.get("name") or Path(result["model_dir"]).name
-    lines = [CARD_MARK, f"# {name} (GGUF)", "",
+    lineage = dict(lineage or {})
+    base = lineage.pop("base_model", None)
+    base_id = base_model_id(base) or base_model_id(result["model_dir"])
+    license = base_license(result["model_dir"])
+    if license == "unknown" and base and Path(str(base)).is_dir():
+        license = base_license(base)
+    lines = [header(base=base_id, relation="quantized", library="gguf", license=license,
+                    model_type=result["model_type"], extra_tags=["gguf", "llama.cpp"]).rstrip(),
+             CARD_MARK, f"# {name} (GGUF)", "",
              f"Exported by siqkit from `{result['model_dir']}` (`{result['model_type']}`, "
-             f"llama.cpp architecture `{result['gguf_arch']}`).", ""]
+             f"llama.cpp architecture `{result['gguf_arch']}`)"
+             + (f", trained from `{base}`." if base else "."), ""]
+    if license == "unknown":
+        lines += ["The license is not known to siqkit: set `license` in the header before publishing.", ""]
     if lineage:
         lines += ["## Lineage", "", "| | |", "|---|---|"]
-        for key, value in lineage.items():
-            shown = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-            lines.append(f"| {key} | {shown} |")
+        lines += [f"| {key} | {cell(value)} |" for key, value in lineage.items()]
         lines.append("")
     lines += ["## Files", "", "| file | type | size | top-1 agreement | greedy agreement | max logit error | check |",
               "|---|---|---|---|---|---|---|"]
@@ -126,13 +160,21 @@ def write_model_card(result: dict, out: str | Path, *, lineage: dict | None = No
         lines += ["", f"With an image, the next-token logits differ by at most {image['next_logit_err_rel']:.4f} std "
                   f"(tolerance 0.05) and the greedy answer matches for {image['greedy_agreement']:.0%} of its tokens."]
     gguf_name = Path(result["gguf"]).name
-    lines += ["", "## Run it", "", "```bash"]
-    if result.get("mmproj"):
-        lines.append(f"llama-mtmd-cli -m {gguf_name} --mmproj {Path(result['mmproj']).name} --image photo.png "
+    mmproj = Path(result["mmproj"]).name if result.get("mmproj") else None
+    lines += ["", "## Run it", "", "llama.cpp's tools:", "", "```bash"]
+    if mmproj:
+        lines.append(f"llama-mtmd-cli -m {gguf_name} --mmproj {mmproj} --image photo.png "
                      "-p 'What is in the picture?'")
-    lines.append(f"llama-cli -m {gguf_name} -cnv")
+    lines += [f"llama-cli -m {gguf_name} -cnv", "```", "", "llama-cpp-python, in this folder:", ""]
+    lines += _python_snippet(gguf_name, mmproj)
+    if mmproj:
+        lines += ["", "`MTMDChatHandler` renders the chat template stored in the GGUF, as the model was trained. "
+                  "Do not use `Qwen25VLChatHandler`: it injects its own system prompt (\"You are a helpful "
+                  "assistant.\"), which this model never saw, and its answers turn to garbage."]
     if result.get("modelfile"):
-        lines.append(f"ollama create {name.lower().replace(' ', '-')} -f {Path(result['modelfile']).name}")
-    lines += ["```", ""]
+        tag = name.lower().replace(" ", "-")
+        lines += ["", "Ollama:", "", "```bash", f"ollama create {tag} -f {Path(result['modelfile']).name}",
+                  f"ollama run {tag}", "```"]
+    lines.append("")
     out.write_text("\n".join(lines))
     return out

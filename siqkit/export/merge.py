@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from siqkit.errors import SiqkitError
+from siqkit.export.cards import write_folder_card
 
 _WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -202,4 +203,8 @@ def merge_lora(
         "r": acfg.get("r"), "lora_alpha": acfg.get("lora_alpha"), "use_rslora": bool(acfg.get("use_rslora")),
         "adapter_base_model": acfg.get("base_model_name_or_path"),
     }, indent=2) + "\n")
+    (out / "README.md").unlink(missing_ok=True)  # the base's card, copied above, describes the base
+    write_folder_card(out, "merged", base=base, title=f"{out.name} (merged)",
+                      facts={"base": str(base), "adapter": str(adapter), "LoRA rank": acfg.get("r"),
+                             "LoRA alpha": acfg.get("lora_alpha")})
     return out

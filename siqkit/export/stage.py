@@ -4,7 +4,8 @@ It takes the train stage's final merged model (``RUN_DIR/train/summary.json``), 
 ``export.model`` when given, and calls the same code as ``siqkit export``
 (:func:`siqkit.export.api.export_model`): native GGUF, quantization, an mmproj for
 vision-language students that have one, verification against the Hugging Face model
-(an f16 mismatch fails the stage), a Modelfile and a model card with the run's lineage.
+(an f16 mismatch fails the stage), a Modelfile and a model card with the run's lineage; and
+Hub cards (:mod:`siqkit.export.cards`) in the train run's adapter and merged folders.
 Files land in ``RUN_DIR/export/``; ``export.compare`` writes more quants beside the
 shipped one. With ``export.evaluate`` each exported file is then evaluated in
 llama-cpp-python on the same held-out seeds as the student (``eval_runs`` label
@@ -55,8 +56,13 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     name = cfg.name or recipe.run.name
     out_dir = recipe.run_dir / "export"
     mmproj = out_dir / f"{name}.mmproj-f16.gguf" if cfg.mmproj and model_type in MMPROJ_ARCHS else None
-    lineage = {"recipe": str(recipe.path), "run": str(recipe.run_dir), "model": str(model),
-               "dataset": recipe.train.dataset, "stage_runs": store.last_stage_runs().get("train", {}).get("counts")}
+    base = recipe.student.path if recipe.student is not None and recipe.student.build is None else None
+    lineage = {"base_model": base, "recipe": str(recipe.path), "run": str(recipe.run_dir), "model": str(model),
+               "dataset": recipe.train.dataset, "train": store.last_stage_runs().get("train", {}).get("counts")}
+    if recipe.export.model is None:  # Hub cards for the train run's adapters and merged models
+        from siqkit.export.cards import write_training_cards
+
+        write_training_cards(store, base)
     gguf = out_dir / f"{name}.{cfg.quant}.gguf"
     result = export_model(model, gguf, cfg.quant, mmproj, verify=cfg.verify, name=name, lineage=lineage)
     counts = {"model": str(model), "files": result.get("files"), "passed": result.get("passed"),

@@ -31,6 +31,9 @@ class RunConfig(_Model):
 
     name: str | None = None  # default: the recipe file's stem
     dir: Path | None = None  # default: runs/<name>, relative to the current directory
+    # a checkpoint path written as a Hub repo id (owner/name) is found in the local Hugging
+    # Face cache; true: one missing there is downloaded (siqkit/models/hub.py)
+    allow_download: bool = False
 
 
 class SourceConfig(_Model):
@@ -379,6 +382,25 @@ class Recipe(_Model):
             if name in names[:i]:
                 raise ValueError(f"[{i}].name: duplicate teacher name '{name}'")
         return v
+
+    @model_validator(mode="after")
+    def _hub_checkpoints(self, info: ValidationInfo) -> "Recipe":
+        """Checkpoint paths written as repo ids -> their snapshot folders in the HF cache."""
+        from siqkit.models.hub import CheckpointNotFound, is_repo_id, resolve_checkpoint
+
+        slots = [(f"teachers[{i}].path", t) for i, t in enumerate(self.teachers) if t.backend in ("transformers", "vllm")]
+        slots += [("student.path", self.student)] if self.student is not None else []
+        for where, owner in slots + [("export.model", self.export)]:
+            key = "model" if owner is self.export else "path"
+            value = getattr(owner, key)
+            if not is_repo_id(value):
+                continue
+            try:
+                setattr(owner, key, resolve_checkpoint(value, self.run.allow_download))
+            except CheckpointNotFound as e:
+                if not (info.context or {}).get("tiny"):  # --tiny builds a twin of `arch` instead
+                    raise ValueError(f"{where}: {e}") from None
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> "Recipe":

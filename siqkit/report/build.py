@@ -3,8 +3,11 @@
 Everything is inside the file: plots are PNG images and example images are data URLs, so
 the report can be mailed or archived alone. Sections appear for the stages that ran:
 stage counts and drop reasons, the seed pool, teacher accuracy, difficulty and label
-distributions, reasoning lengths, and side-by-side examples (image, question, gold answer,
-teacher trace, verdict) chosen deterministically, wrong ones included.
+distributions, reasoning lengths, the evaluation table, training and export, and side-by-side
+examples chosen deterministically, wrong ones included: per held-out question its image,
+question and gold answer, each teacher's trace, and the answers of the student before CoT
+distillation, its answer-only twin, the CoT-distilled student and the exported GGUF (from
+``eval_outputs``); before any evaluation, the teachers' traces alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from siqkit import __version__
 from siqkit.annotate.stage import teacher_summary
+from siqkit.inspect import number
 from siqkit.report import plots
 from siqkit.store import Store
 
@@ -32,6 +36,8 @@ th{background:#f0f2f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ex{display:grid;grid-template-columns:96px 1fr;gap:12px;border-top:1px solid #e4e7ec;padding:10px 0}
 .ex img{width:96px;image-rendering:pixelated;border:1px solid #ddd}.ex pre{white-space:pre-wrap;margin:4px 0;
 font:12px/1.4 ui-monospace,Menlo,monospace;background:#f6f7f9;padding:6px;border-radius:4px;max-height:180px;overflow:auto}
+.who{margin-top:6px;font-weight:600}table.answers{width:100%}table.answers td:first-child{width:45%}
+.ex details pre{max-height:120px}ul.counts{margin:4px 0;padding-left:16px;font-size:12px;columns:2}summary{cursor:pointer;color:#6b7280;font-size:12px}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.muted{color:#6b7280}
 """
 
@@ -44,11 +50,19 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+class _Raw(str):
+    """Table cell content that is HTML already (its text escaped where it was built)."""
+
+
+def _cell(v) -> str:
+    return v if isinstance(v, _Raw) else _e(v)
+
+
 def _table(head: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
     out = ["<table><tr>", *[f"<th>{_e(h)}</th>" for h in head], "</tr>"]
     for r in rows:
         cells = [f'<td class="n">{_e(f"{v:,}" if isinstance(v, int) else v)}</td>' if i in numeric
-                 else f"<td>{_e(v)}</td>" for i, v in enumerate(r)]
+                 else f"<td>{_cell(v)}</td>" for i, v in enumerate(r)]
         out += ["<tr>", *cells, "</tr>"]
     return "".join(out) + "</table>"
 
@@ -80,8 +94,9 @@ def _stages(store: Store) -> str:
     rows = []
     for stage, info in store.last_stage_runs().items():
         counts = {k: v for k, v in info["counts"].items() if k not in ("seconds",)}
-        rows.append([stage, info["status"], info["finished_at"] or "-", info["counts"].get("seconds", "-"),
-                     _short_counts(counts)])
+        seconds = info["counts"].get("seconds")
+        rows.append([stage, info["status"], info["finished_at"] or "-", "-" if seconds is None else number(seconds),
+                     _counts_cell(counts)])
     drops = store.con.execute("SELECT stage, reason, count(*) FROM drops GROUP BY ALL ORDER BY 3 DESC").fetchall()
     quarantine = store.con.execute(
         "SELECT source, reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 3 DESC").fetchall()
@@ -95,20 +110,23 @@ def _stages(store: Store) -> str:
     return "".join(parts) + "</section>"
 
 
-def _short_counts(counts: dict, limit: int = 8) -> str:
-    """Numeric leaves of a stage's counts, as ``a.b: n`` (the two innermost keys)."""
-    flat: list[str] = []
+def _counts_cell(counts: dict, shown: int = 6) -> _Raw:
+    """A stage's numeric counts: the first few inline, every one (by its full key) when unfolded."""
+    flat: list[tuple[str, str]] = []
 
     def walk(node, path):
         for k, v in node.items():
             if isinstance(v, dict):
                 walk(v, path + [str(k)])
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and v:
-                flat.append(f"{'.'.join((path + [str(k)])[-2:])}: {v:,}")
+                flat.append((".".join(path + [str(k)]), number(v)))
 
     walk(counts, [])
-    more = f" … (+{len(flat) - limit})" if len(flat) > limit else ""
-    return ", ".join(flat[:limit]) + more
+    inline = ", ".join(f"{_e('.'.join(k.split('.')[-2:]))}: {v}" for k, v in flat[:shown])
+    if len(flat) <= shown:
+        return _Raw(inline)
+    every = "".join(f"<li>{_e(k)}: {v}</li>" for k, v in flat)
+    return _Raw(f"{inline}<details><summary>all {len(flat)} counts</summary><ul class=counts>{every}</ul></details>")
 
 
 def _seeds(store: Store) -> str:
@@ -271,30 +289,106 @@ def _export(run_dir: Path) -> str:
             + "</section>")
 
 
+def _student_columns(store: Store) -> list[dict]:
+    """The evaluated models shown beside each example: ``model``, ``what``, ``role`` and
+    ``outputs`` ({seed_id: (answer, correct, parse_status, reasoning)}). The student before CoT distillation, its answer-only twin, the
+    CoT-distilled student and the exported GGUF when the table marks them; every student
+    evaluation otherwise. Each model's outputs come from the newest run that evaluated it."""
+    from siqkit.evaluate.table import eval_table
+
+    if not store.has_table("eval_outputs"):
+        return []
+    rows = [r for r in eval_table(store) if r["role"] in ("student", "gguf") and r.get("label")]
+    marked = [r for r in rows if r["role"] == "gguf"
+              or any(m in r["what"] for m in ("before CoT", "answer-only", "CoT-distilled"))]
+    if not any(r["role"] == "student" for r in marked):
+        marked = rows
+    out = []
+    for r in marked:
+        outputs = store.con.execute(
+            """SELECT seed_id, answer, correct, parse_status, reasoning FROM eval_outputs
+               WHERE after_stage = ? AND stage_run IS NOT DISTINCT FROM
+                     (SELECT max(stage_run) FROM eval_outputs WHERE after_stage = ?)""",
+            [r["label"], r["label"]]).fetchall()
+        if outputs:
+            out.append({"model": r["model"], "what": r["what"], "role": r["role"],
+                        "outputs": {o[0]: o[1:] for o in outputs}})
+    return out
+
+
+def _pick_seeds(store: Store, students: list[dict], n: int) -> list[str]:
+    """Seeds to show, deterministically: with evaluations, held-out seeds of each source where
+    the main student (CoT-distilled, else the last one) is wrong, then right; without, each
+    teacher's wrong traces, then right ones. Ordered by id within each group."""
+    groups: list[list[str]] = []
+    if students:
+        own = [c for c in students if c["role"] == "student"] or students
+        main = next((c for c in own if "CoT-distilled" in c["what"]), own[-1])["outputs"]
+        by_source: dict[str, dict[bool, list[str]]] = {}
+        for seed_id, source in store.con.execute(
+                "SELECT id, source FROM seeds WHERE list_contains(?, id) ORDER BY source, id", [sorted(main)]).fetchall():
+            by_source.setdefault(source, {False: [], True: []})[bool(main[seed_id][1])].append(seed_id)
+        groups = [g[v] for g in by_source.values() for v in (False, True)]
+    else:
+        for teacher in [r[0] for r in store.con.execute("SELECT DISTINCT teacher FROM annotations ORDER BY 1").fetchall()]:
+            for verdict in (False, True):
+                groups.append([r[0] for r in store.con.execute(
+                    "SELECT DISTINCT seed_id FROM annotations WHERE teacher = ? AND correct = ? ORDER BY 1",
+                    [teacher, verdict]).fetchall()])
+    groups = [g for g in groups if g]
+    picked: list[str] = []
+    each = max(1, n // max(1, len(groups)))
+    for g in groups:
+        picked += [s for s in g[:each] if s not in picked]
+    for g in groups:  # fill up from what is left, if some groups were short
+        picked += [s for s in g[each:] if s not in picked][: max(0, n - len(picked))]
+    return picked[:n]
+
+
+def _mark(correct) -> str:
+    if correct is None:
+        return '<span class=muted>not judged</span>'
+    return '<span class=ok>correct</span>' if correct else '<span class=bad>wrong</span>'
+
+
 def _examples(store: Store, n: int) -> str:
-    """Side by side, per teacher: wrong traces first, then correct ones, by key order (deterministic)."""
-    teachers = [r[0] for r in store.con.execute("SELECT DISTINCT teacher FROM annotations ORDER BY 1").fetchall()]
-    each = max(1, n // (2 * max(1, len(teachers))))
-    picked = []
-    for teacher in teachers:
-        for verdict in (False, True):
-            picked += store.con.execute(
-                """SELECT g.teacher, s.question, s.answer, g.reasoning, g.answer, a.correct, s.images,
-                          g.parse_status, a.difficulty_bucket
-                   FROM generations g JOIN seeds s ON s.id = g.seed_id JOIN annotations a ON a.key = g.key
-                   WHERE a.teacher = ? AND a.correct = ? ORDER BY g.key LIMIT ?""",
-                [teacher, verdict, each]).fetchall()
-    if not picked:
+    """Side by side, per example: image, question, gold, each teacher's trace and verdict, and
+    each evaluated model's answer on the same question (see :func:`_student_columns`)."""
+    students = _student_columns(store)
+    seeds = _pick_seeds(store, students, n)
+    if not seeds:
         return ""
-    parts = ["<section id=examples><h2>Side-by-side examples</h2>"
-             "<p class=muted>Question, gold answer and teacher trace; wrong answers first.</p>"]
-    for teacher, q, gold, reasoning, answer, correct, images, status, bucket in picked:
-        thumb = _thumb(store, images[0]) if images else ""
-        mark = '<span class=ok>correct</span>' if correct else '<span class=bad>wrong</span>'
-        parts.append(
-            f"<div class=ex><div>{thumb}</div><div><b>{_e(q)}</b> <span class=muted>gold: {_e(gold)} · "
-            f"teacher: {_e(teacher)} · difficulty: {_e(bucket)} · parse: {_e(status)}</span>"
-            f"<pre>{_e(reasoning)}</pre>answer: <b>{_e(answer)}</b> {mark}</div></div>")
+    what = ("held-out questions: each teacher's trace, then the student before CoT distillation, its "
+            "answer-only twin, the CoT-distilled student and the exported GGUF; where the CoT-distilled "
+            "student is wrong first" if students else "teacher traces; wrong answers first")
+    parts = [f"<section id=examples><h2>Side-by-side examples</h2><p class=muted>{_e(what)}.</p>"]
+    for seed_id in seeds:
+        question, gold, images, source, split = store.con.execute(
+            "SELECT question, answer, images, source, split FROM seeds WHERE id = ?", [seed_id]).fetchone()
+        thumbs = "".join(_thumb(store, h) for h in (images or [])[:2])
+        traces = store.con.execute(
+            """SELECT g.teacher, g.reasoning, g.answer, a.correct, g.parse_status, a.difficulty_bucket
+               FROM generations g LEFT JOIN annotations a ON a.key = g.key WHERE g.seed_id = ?
+               QUALIFY row_number() OVER (PARTITION BY g.teacher ORDER BY g.sample_index, g.key) = 1
+               ORDER BY g.teacher""", [seed_id]).fetchall()
+        body = [f"<b>{_e(question)}</b> <span class=muted>gold: {_e(gold)} · {_e(source)} / {_e(split)}</span>"]
+        for teacher, reasoning, answer, correct, status, bucket in traces:
+            body.append(f"<div class=who>teacher {_e(teacher)} <span class=muted>· difficulty: {_e(bucket)} · "
+                        f"parse: {_e(status)}</span></div><pre>{_e(reasoning)}</pre>"
+                        f"answer: <b>{_e(answer)}</b> {_mark(correct)}")
+        rows = []
+        for col in students:
+            if seed_id not in col["outputs"]:
+                continue
+            answer, correct, status, reasoning = col["outputs"][seed_id]
+            said = _e(answer) if answer is not None else f"<span class=muted>no answer ({_e(status)})</span>"
+            why = (f"<details><summary>reasoning</summary><pre>{_e(reasoning)}</pre></details>"
+                   if reasoning else "")
+            rows.append(f"<tr><td>{_e(col['model'])}<div class=muted>{_e(col['what'])}</div></td><td><b>{said}</b> "
+                        f"{_mark(correct)}{why}</td></tr>")
+        if rows:
+            body.append("<table class=answers><tr><th>model</th><th>answer</th></tr>" + "".join(rows) + "</table>")
+        parts.append(f"<div class=ex><div>{thumbs}</div><div>{''.join(body)}</div></div>")
     return "".join(parts) + "</section>"
 
 

@@ -23,26 +23,47 @@ def _png(fig) -> bytes:
 
 def bars(groups: dict[str, dict[str, float]], title: str, ylabel: str, percent: bool = False) -> bytes:
     """Grouped bars: ``groups[group][series] = value`` (e.g. teacher -> split -> accuracy)."""
+    return _png(bars_figure(groups, title, ylabel, percent))
+
+
+def bars_figure(groups: dict[str, dict[str, float]], title: str, ylabel: str, percent: bool = False):
+    """The figure of :func:`bars`: vertical bars for a few short group names; horizontal bars,
+    one row per group and as tall as they need, when more than four groups or a long name would
+    not fit side by side under the axis."""
     series = sorted({s for g in groups.values() for s in g})
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    width = 0.8 / max(1, len(series))
     names = list(groups)
+    across = len(names) > 4 or any(len(str(n)) > 12 for n in names)
+    size = (6.4, 0.8 + 0.22 * len(names) * max(1, len(series))) if across else (6.4, 3.2)
+    fig, ax = plt.subplots(figsize=size)
+    width = 0.8 / max(1, len(series))
     for i, s in enumerate(series):
-        xs = [j + i * width for j in range(len(names))]
-        ys = [groups[n].get(s, 0) for n in names]
-        ax.bar(xs, ys, width, label=s, color=PALETTE[i % len(PALETTE)])
-        for x, y in zip(xs, ys):
-            ax.annotate(f"{y:.1%}" if percent else f"{y:,.0f}", (x, y), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(names))], names, fontsize=8)
+        pos = [j + i * width for j in range(len(names))]
+        vals = [groups[n].get(s, 0) for n in names]
+        (ax.barh if across else ax.bar)(pos, vals, width, label=s, color=PALETTE[i % len(PALETTE)])
+        for p, v in zip(pos, vals):
+            text = f"{v:.1%}" if percent else f"{v:,.0f}"
+            if across:
+                ax.annotate(text, (v, p), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+            else:
+                ax.annotate(text, (p, v), ha="center", va="bottom", fontsize=7)
+    ticks = [j + width * (len(series) - 1) / 2 for j in range(len(names))]
+    value_axis = ax.xaxis if across else ax.yaxis
+    if across:
+        ax.set_yticks(ticks, names, fontsize=8)
+        ax.invert_yaxis()  # the first group on top
+        ax.set_xlabel(ylabel, fontsize=8)
+    else:
+        ax.set_xticks(ticks, names, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel, fontsize=8)
     if percent:
-        ax.set_ylim(0, 1.05)
-        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        (ax.set_xlim if across else ax.set_ylim)(0, 1.05)
+        value_axis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     if len(series) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    fig.tight_layout()
+    return fig
 
 
 def stacked(groups: dict[str, dict[str, int]], order: list[str], title: str) -> bytes:

@@ -28,7 +28,7 @@ def test_defaults():
     assert c.splits == ["train"] and c.dedup.threshold == 0.8 and c.dedup.ngram == 5 and c.dedup.num_perm == 128
     assert c.rules.drop_incorrect and c.rules.drop_truncated and c.rules.require_reasoning
     assert c.selection.difficulty.mix is None and c.selection.labels.max_per_label is None
-    assert c.export.formats == ["jsonl", "parquet"]
+    assert c.export.formats == ["jsonl", "parquet", "llamafactory"]
     assert validate({}).curate == c
 
 

@@ -71,3 +71,16 @@ def test_train_then_export_in_a_run(cli, tmp_path):
         assert section in page
     table = (tmp_path / "run" / "eval" / "table.md").read_text()
     assert "| exported q8_0 GGUF |" in table
+    # Hub cards: the GGUF's, and each stage's merged model and adapter (peft's template replaced)
+    from siqkit.export.cards import read_header
+
+    assert read_header((tmp_path / "run" / "export" / "README.md").read_text())["library_name"] == "gguf"
+    stages_dir = tmp_path / "run" / "train" / "stages"
+    merged_cards = sorted(stages_dir.glob("*/merged/README.md"))
+    adapter_cards = sorted(stages_dir.glob("*/adapter/README.md"))
+    assert len(merged_cards) == 4 and adapter_cards
+    for card in merged_cards + adapter_cards:
+        meta = read_header(card.read_text())
+        assert meta["license"] and "siqkit" in meta["tags"] and meta["pipeline_tag"] == "image-text-to-text", card
+        assert meta["library_name"] == ("peft" if card.parent.name == "adapter" else "transformers")
+        assert "Model Card for Model ID" not in card.read_text()

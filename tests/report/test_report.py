@@ -1,8 +1,10 @@
-"""The HTML report, opened in headless Chromium: no console errors, every plot and image loaded."""
+"""The HTML report, opened in headless Chromium: no console errors, every plot and image loaded;
+the side-by-side of teachers and students, the counts and the charts readable."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from siqkit.report.build import build_report
 
 from tests.conftest import REPO
+from tests.report.conftest import SHOWN, TEACHERS, answer_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a root user on a machine without a display or outside network access.
@@ -60,3 +63,62 @@ def test_report_command(cli, quickstart, tmp_path):
     res = cli("report", str(quickstart["run_dir"]), "--out", str(tmp_path / "r.html"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+
+
+def test_side_by_side_shows_each_teacher_trace_and_each_student_answer(evaluated_run, tmp_path, browser):
+    run_dir, seeds = evaluated_run
+    page_text = build_report(run_dir, tmp_path / "report.html", examples=8).read_text()
+    section = page_text.split("<section id=examples>")[1].split("</section>")[0]
+    blocks = section.split("<div class=ex>")[1:]
+    shown = [int(re.search(r"Held-out question (\d)\?", b).group(1)) for b in blocks]
+    assert shown == [5, 4, 6, 1, 0, 2, 7, 3]  # per source (by name): the CoT student's wrong answers first
+    for i, block in zip(shown, blocks):
+        assert block.count('<img class="example"') == 1 and f"gold: gold-{i}" in block
+        teacher = TEACHERS["easy_vqa" if i < 4 else "digits"]
+        assert f"teacher {teacher}" in block and f"teacher {teacher} reasons about seed {i}" in block
+        assert f"teacher-answer-{i}" in block
+        for label in SHOWN:
+            assert answer_of(label, i) in block, (label, i)
+        for label in ("before", "after-align"):  # not one of the four compared models
+            assert answer_of(label, i) not in block
+        assert ("<span class=bad>wrong</span>" in block.split("student after-reason<")[1].split("</tr>")[0]) == (i in (1, 5))
+    assert "after-reason looked at seed 1" in section  # the CoT student's reasoning, folded
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+    assert page.evaluate("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    assert errors == []
+    assert page.locator("#examples .ex").count() == 8
+
+
+def test_stage_counts_are_formatted_and_all_kept(evaluated_run, tmp_path):
+    run_dir, _ = evaluated_run
+    page_text = build_report(run_dir, tmp_path / "report.html").read_text()
+    stages = page_text.split("<section id=stages>")[1].split("</section>")[0]
+    assert "0.39479681161733776" not in stages and "(+" not in stages and "…" not in stages
+    assert "reason.final_loss: 0.395" in stages and "1,235" in stages
+    assert "all 64 counts" in stages and "reason-answer-only.metric_13: 1.86" in stages  # unfolded: full keys
+    assert "<td>1.23</td>" in stages  # seconds
+
+
+def test_grouped_bars_keep_their_labels_apart():
+    from siqkit.report.plots import bars_figure
+
+    labels = ["visual-perception", "color", "shape", "counting", "arithmetic", "addition", "subtraction",
+              "multiplication", "yes-no", "spatial", "comparison", "ocr"]
+    fig = bars_figure({lb: {"before": 100 + k, "after": 50 + k} for k, lb in enumerate(labels)},
+                      "task labels before and after curation", "traces")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() + ax.get_yticklabels()
+             if t.get_text() in labels]
+    assert len(boxes) == len(labels)
+    for k, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[k + 1:]), "group labels overlap"
+    width, height = fig.canvas.get_width_height()
+    assert all(b.x0 >= 0 and b.y0 >= 0 and b.x1 <= width and b.y1 <= height for b in boxes), "labels cut off"
+    few = bars_figure({"easy_vqa": {"train": 3, "test": 1}, "digits": {"train": 2}}, "seeds", "seeds")
+    assert [t.get_text() for t in few.axes[0].get_xticklabels()] == ["easy_vqa", "digits"]  # a few stay upright
