@@ -8,6 +8,8 @@ at the next step with the same micro-batches, learning-rate schedule and RNG sta
 
 The loss of a step is the mean over every target token of its micro-batches (not the
 mean of per-micro-batch means), so accumulation gives the same gradient as one big batch.
+It is computed without the full logits (:mod:`siqkit.train.loss`: the LM head and the
+cross-entropy run in chunks, or fused on CUDA); ``loss="plain"`` is the reference path.
 
 ``log.jsonl`` in the stage folder gets one line per optimizer step: loss, learning rate,
 gradient norm, tokens, seconds and the example keys of each micro-batch. Lines past the
@@ -27,6 +29,7 @@ from typing import Any
 
 from siqkit.train.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from siqkit.train.data import IGNORE, Encoded, Encoder, Example, plan_batches
+from siqkit.train.loss import target_loss
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class LoopSettings:
     order: str
     precision: str
     device: str
+    loss: str = "auto"  # auto, chunked or plain: how the loss meets the LM head (siqkit.train.loss)
 
 
 class ResumeMismatch(RuntimeError):
@@ -111,7 +115,6 @@ def run_loop(model: Any, encoder: Encoder, examples: list[Example], encoded: lis
              stage_dir: Path, fingerprint: str, progress: Any = None) -> dict:
     """Train until the stage's last step, resuming from its newest checkpoint; return its numbers."""
     import torch
-    import torch.nn.functional as F
 
     stream = data_stream(encoded, examples, s)
     total = math.ceil(len(stream) / s.grad_accum)
@@ -157,14 +160,11 @@ def run_loop(model: Any, encoder: Encoder, examples: list[Example], encoded: lis
                 labels = batch.pop("labels")
                 n_tokens += int(batch["attention_mask"].sum())
                 with autocast():
-                    logits = model(**batch).logits
-                target = labels[:, 1:]
-                loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                       ignore_index=IGNORE, reduction="sum")
+                    loss = target_loss(model, batch, labels, loss=s.loss)
                 scaled = loss / max(1, n_target)
                 (scaler.scale(scaled) if scaler else scaled).backward()
                 loss_sum += float(loss.detach())
-                del logits, loss, scaled
+                del loss, scaled
             if scaler:
                 scaler.unscale_(optimizer)
             grad_norm = (torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm) if s.max_grad_norm > 0
