@@ -74,9 +74,13 @@ def _device(cfg: TrainConfig) -> str:
 
 
 def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_parts: set[str], device: str,
-                  precision: str) -> tuple[LoopSettings, dict]:
-    """Loop settings and method for a stage, with ``auto`` filled in; and where each came from."""
-    from siqkit.train.memory import PlanError, human, parse_size, plan_memory
+                  precision: str, image_sizes: list[list[tuple[int, int]]] | None = None) -> tuple[LoopSettings, dict]:
+    """Loop settings and method for a stage, with ``auto`` filled in; and where each came from.
+
+    ``image_sizes`` (``(width, height)`` per image, a list per example) let the planner count
+    the stage's image tokens.
+    """
+    from siqkit.train.memory import PlanError, explain_misfit, human, parse_size, plan_memory
 
     method = stage.method
     fixed_ckpt = None if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
@@ -95,19 +99,17 @@ def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_
             lora_dropout=cfg.lora.dropout > 0, target_modules=cfg.lora.target_modules,
             train_parts=tuple(sorted(train_parts)), quantization=quant, precision=precision,
             lora=method != "full", checkpointing=(fixed_ckpt,) if fixed_ckpt is not None else (False, True),
-            micro_batch=fixed_mb,
+            micro_batch=fixed_mb, loss=cfg.loss, image_sizes=image_sizes, max_image_pixels=cfg.max_image_pixels,
         )
         if not plan.fits:
-            raise PlanError(
-                f"stage '{stage.name}': no setting fits {human(budget)} (smallest estimate "
-                f"{human(plan.estimate_bytes)} at max_seq_len {cfg.max_seq_len}); lower train.max_seq_len, "
-                "use method qlora, or a smaller student"
-            )
+            raise PlanError(f"stage '{stage.name}': {explain_misfit(plan)} (train.* keys)")
         if method == "auto":
             method = plan.method
         fixed_ckpt = plan.gradient_checkpointing if fixed_ckpt is None else fixed_ckpt
         fixed_mb = plan.micro_batch if fixed_mb is None else fixed_mb
         info = {"plan_source": f"planner for {human(budget)}", "estimate_bytes": plan.estimate_bytes}
+        if plan.images:
+            info["image_tokens"] = plan.images
     elif needs_plan:
         method = "qlora" if method == "auto" else method
         fixed_ckpt = False if fixed_ckpt is None else fixed_ckpt
@@ -119,7 +121,7 @@ def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_
         learning_rate=stage.learning_rate or cfg.learning_rate, weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio, scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm,
         save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints, seed=cfg.seed, batching=cfg.batching,
-        order=stage.order, precision=precision, device=device,
+        order=stage.order, precision=precision, device=device, loss=cfg.loss,
     )
     info.update(method=method, gradient_checkpointing=fixed_ckpt)
     return settings, info
@@ -147,6 +149,7 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
               model_path: Path, out_dir: Path, text_only: bool) -> dict:
     """Train one stage from ``model_path``; return its record (``merged_dir`` is the next input)."""
     from siqkit.train.checkpoint import latest_checkpoint, read_state
+    from siqkit.train.images import image_sizes
     from siqkit.train.qlora import load_student, merge_stage, resolve_precision
 
     stage_dir = out_dir / "stages" / f"{position:02d}-{stage.name}"
@@ -164,11 +167,14 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
 
     device = _device(cfg)
     precision = resolve_precision(cfg.precision, device)
-    settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision)
+    sizes = [image_sizes(ex.images) for ex in examples] if any(ex.images for ex in examples) else None
+    settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision, sizes)
     fingerprint = _digest({
         "stage": stage.model_dump(mode="json"), "method": info["method"],
-        # how often checkpoints are written does not change the result, so it may change on resume
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_every", "keep_checkpoints")},
+        # how often checkpoints are written, and how the loss meets the LM head (the same loss,
+        # up to rounding), do not change the result, so they may change on resume
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_every", "keep_checkpoints", "loss")},
+        **({"max_image_pixels": cfg.max_image_pixels} if cfg.max_image_pixels else {}),
         "checkpointing": info["gradient_checkpointing"], "lora": cfg.lora.model_dump(mode="json"),
         "max_seq_len": cfg.max_seq_len, "text_only": text_only, "image_text": student.image_text,
         "input": model_identity(model_path), "examples": [e.key for e in examples],
@@ -190,7 +196,8 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     loaded = load_student(model_path, method=info["method"], freeze=list(stage.freeze), lora=cfg.lora,
                           precision=precision, device=device, gradient_checkpointing=info["gradient_checkpointing"],
                           trust_remote_code=student.trust_remote_code, seed=cfg.seed)
-    encoder = Encoder(loaded.processor, vision=loaded.vision, max_seq_len=cfg.max_seq_len)
+    encoder = Encoder(loaded.processor, vision=loaded.vision, max_seq_len=cfg.max_seq_len,
+                      max_image_pixels=cfg.max_image_pixels)
     kept, encoded = [], []
     for ex in examples:
         enc = encoder.encode(ex)
@@ -232,7 +239,8 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
         status="done", reason=None, method=info["method"], plan_source=info["plan_source"],
         quantization="4bit" if info["method"] == "qlora" else "none", precision=precision,
         micro_batch=settings.micro_batch, grad_accum=settings.grad_accum,
-        gradient_checkpointing=info["gradient_checkpointing"], dropped=dict(drops),
+        gradient_checkpointing=info["gradient_checkpointing"], dropped=dict(drops), loss=cfg.loss,
+        image_tokens=info.get("image_tokens"),
         adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged), fingerprint=fingerprint,
         **{k: v for k, v in result.items() if k != "history"},
     )
