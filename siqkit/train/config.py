@@ -227,6 +227,14 @@ class TrainConfig(_Model):
     save_every: int = 50  # optimizer steps between checkpoints (and always at a stage's end)
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
     seed: int = 0  # data order, LoRA initialisation and dropout derive from it
+    # A stage's checkpoints written with other data, learning rate, model... (not just another
+    # micro-batch split, device or precision, which resume) are refused with the setting named;
+    # true: keep the old stage folder aside and train the stage again from step 0.
+    restart_changed: bool = False
+    # Trackers besides the progress bar and log.jsonl: "tensorboard" (events in each stage
+    # folder; needs the tensorboard package) and/or "wandb" (needs wandb; WANDB_MODE=offline
+    # keeps it local). See siqkit/train/watch.py.
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     eval_max_new_tokens: int = 512  # evaluation: generation budget per held-out seed
     eval_batch_size: int = 8
     eval_table_rows: int = 20  # rows of the side-by-side table

@@ -23,8 +23,12 @@ evaluates it; the twin does not feed later stages.
 A stage whose trainable parts the student lacks (``align`` trains only the projector; a
 text-only student has none) or that has no examples is skipped, with the reason
 recorded. A finished stage is skipped on rerun if its settings, data and input model
-are unchanged (its fingerprint); when they changed, its old folder is kept aside as
-``<stage>.stale-<time>`` and the stage runs again, and so do the later ones.
+are unchanged (its fingerprint, :func:`stage_identity`); when they changed, its old folder
+is kept aside as ``<stage>.stale-<time>`` and the stage runs again, and so do the later
+ones. An unfinished stage (a crash, ``kill -9``) resumes from its newest checkpoint, also
+with another micro-batch/accumulation split of the same batch, another device or precision
+(:data:`LAYOUT`); when anything else changed, the run stops with one line naming it, and
+``train.restart_changed: true`` starts the stage again instead.
 
 Run folder layout (``out_dir``)::
 
@@ -51,6 +55,7 @@ from siqkit.errors import SiqkitError
 from siqkit.train.config import PARTS, StageConfig, StudentConfig, TrainConfig
 from siqkit.train.data import Encoder, build_examples, load_traces
 from siqkit.train.loop import LoopSettings, run_loop
+from siqkit.train.watch import StageWatch
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,39 @@ def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_
     return settings, info
 
 
+# Settings that may change between a crash and the rerun: the loop re-cuts each step's
+# examples into the new micro-batches (siqkit.train.loop.step_batches); they change speed,
+# memory and rounding, not what the stage learns.
+LAYOUT = ("micro_batch", "grad_accum", "device", "precision", "loss", "save_every", "keep_checkpoints")
+
+
+class StageChanged(SiqkitError):
+    """A stage's checkpoints were written with settings, data or a model this run does not have."""
+
+
+def stage_identity(stage: StageConfig, cfg: TrainConfig, student: StudentConfig, settings: LoopSettings,
+                   info: dict, model_path: Path, examples: list, text_only: bool) -> dict:
+    """What a stage's result depends on, flat and named as in the recipe (its fingerprint digests it)."""
+    flat = {f"stage.{k}": v for k, v in stage.model_dump(mode="json").items()}
+    flat.update({k: v for k, v in asdict(settings).items() if k not in LAYOUT})
+    flat.update({f"lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
+    flat.update({
+        "batch_size": settings.micro_batch * settings.grad_accum, "method": info["method"],
+        "max_seq_len": cfg.max_seq_len, "max_image_pixels": cfg.max_image_pixels, "text_only": text_only,
+        "image_text": student.image_text, "input model": model_identity(model_path),
+        "data": _digest([e.key for e in examples]),
+    })
+    return flat
+
+
+def _differences(old: dict, new: dict) -> str:
+    if not old:
+        return "settings this version of siqkit did not record (an older checkpoint)"
+    keys = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    shown = [k if k in ("input model", "data") else f"{k} {old.get(k)} (now {new.get(k)})" for k in keys[:3]]
+    return "another " + ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
 def _present_parts(model_path: Path) -> set[str]:
     from siqkit.train.memory import model_shape
 
@@ -169,16 +207,8 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     precision = resolve_precision(cfg.precision, device)
     sizes = [image_sizes(ex.images) for ex in examples] if any(ex.images for ex in examples) else None
     settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision, sizes)
-    fingerprint = _digest({
-        "stage": stage.model_dump(mode="json"), "method": info["method"],
-        # how often checkpoints are written, and how the loss meets the LM head (the same loss,
-        # up to rounding), do not change the result, so they may change on resume
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_every", "keep_checkpoints", "loss")},
-        **({"max_image_pixels": cfg.max_image_pixels} if cfg.max_image_pixels else {}),
-        "checkpointing": info["gradient_checkpointing"], "lora": cfg.lora.model_dump(mode="json"),
-        "max_seq_len": cfg.max_seq_len, "text_only": text_only, "image_text": student.image_text,
-        "input": model_identity(model_path), "examples": [e.key for e in examples],
-    })
+    identity = stage_identity(stage, cfg, student, settings, info, model_path, examples, text_only)
+    fingerprint = _digest(identity)
     done_file = stage_dir / "stage.json"
     if done_file.is_file():
         done = json.loads(done_file.read_text())
@@ -188,6 +218,11 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
         _stale(stage_dir, "settings, data or input model changed since it was trained")
     ckpt = latest_checkpoint(stage_dir / "checkpoints")
     if ckpt is not None and read_state(ckpt).get("fingerprint") != fingerprint:
+        if not cfg.restart_changed:
+            raise StageChanged(f"stage '{stage.name}': {ckpt.name} was written with "
+                               f"{_differences(read_state(ckpt).get('identity') or {}, identity)}; the stage would "
+                               "have to start again: set train.restart_changed: true (siqkit run: --set "
+                               "train.restart_changed=true) to do that, the old folder kept aside")
         _stale(stage_dir, "its checkpoints were written with other settings, data or input model")
     stage_dir.mkdir(parents=True, exist_ok=True)
 
@@ -215,11 +250,9 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
              info["method"], settings.micro_batch, settings.grad_accum, info["gradient_checkpointing"],
              info["plan_source"])
 
-    def progress(step: int, total: int, loss: float) -> None:
-        if step % settings.save_every == 0 or step == total:
-            log.info("stage %s: step %d/%d, loss %.4f", stage.name, step, total, loss)
-
-    result = run_loop(loaded.model, encoder, kept, encoded, settings, stage_dir, fingerprint, progress)
+    with StageWatch(stage.name, stage_dir, every=settings.save_every, report_to=cfg.report_to,
+                    config={**identity, **{k: getattr(settings, k) for k in LAYOUT}}) as watch:
+        result = run_loop(loaded.model, encoder, kept, encoded, settings, stage_dir, fingerprint, watch, identity)
     adapter_dir, trained = None, None
     if loaded.uses_lora:
         adapter_dir = stage_dir / "adapter"
