@@ -47,7 +47,8 @@ def _loss_and_grads(model, batch, labels, **kw):
 
 
 @pytest.mark.parametrize("arch,method", [("qwen3", "lora"), ("qwen3", "full"), ("qwen2_vl", "lora"),
-                                         ("qwen2_vl", "full"), ("smolvlm", "lora"), ("llava", "lora")])
+                                         ("qwen2_vl", "full"), ("qwen3_vl", "lora"), ("smolvlm", "lora"),
+                                         ("llava", "lora")])
 def test_chunked_loss_matches_the_plain_loss_and_its_gradients(twin, traces, arch, method):
     student = _student(twin, arch, method)
     student.model.train()

@@ -107,6 +107,12 @@ def test_a_rerun_with_another_split_of_the_batch_resumes_on_the_same_examples(tw
     assert log[2]["loss"] == pytest.approx(expected[2]["loss"], rel=1e-4)  # ... on the same examples
     assert not list((tmp_path / "out" / "stages").glob("*.stale-*"))
 
+    # Another precision (as on another device) resumes too.
+    _crash_after(tmp_path / "out", 2)
+    again = train_curriculum(student, TrainConfig.model_validate({**SPLIT, "precision": "bf16"}), traces,
+                             tmp_path / "out")["stages"][0]
+    assert again["resumed_at_step"] == 2 and again["precision"] == "bf16" and again["steps"] == 3
+
 
 def test_a_rerun_that_changes_what_the_stage_learns_is_refused_in_one_line(twin, traces, tmp_path):
     from siqkit.train.curriculum import StageChanged
