@@ -17,12 +17,12 @@ known; the estimate of a candidate setting is the sum of:
   input is kept, plus one layer's activations during recomputation. Attention scores are
   not counted (PyTorch's SDPA kernels do not store them), nor is a frozen vision tower's
   forward pass (nothing before it needs gradients, so it keeps no activations);
-- **logits**: with the default loss (:mod:`siqkit.train.loss`, chunked or fused: the full
-  logits never exist), one chunk of :func:`~siqkit.train.loss.chunk_tokens` rows at
-  ``2w + 12`` bytes per value (the chunk's logits, their fp32 copy, log-softmax and
-  gradients), plus the target rows' hidden states and their gradient; with
-  ``loss="plain"``, ``seq · vocab`` values in the compute dtype plus the fp32 copy and its
-  gradient;
+- **logits** (:func:`loss_bytes`): ``w + 8`` bytes per logit (the value in the compute
+  dtype, the fp32 log-probabilities and their gradient); with the default loss
+  (:mod:`siqkit.train.loss`, chunked or fused: the full logits never exist) for one chunk
+  of :func:`~siqkit.train.loss.chunk_tokens` rows, plus the target rows' hidden states and
+  their gradient; with ``loss="plain"`` for all ``seq · micro-batch`` positions (measured
+  on CPU in fp32 for both, ``tests/train/test_memory.py``);
 - **images**: the vision tower's positions for the most image tokens one row has (the
   training data's image sizes after ``max_image_pixels``, counted by the student's own
   processor, :mod:`siqkit.train.images`) times the micro-batch: one layer's activations
@@ -38,8 +38,9 @@ two) are scored by expected speed (larger micro-batches, no recomputation, no
 dequantisation are faster); the best one that fits is chosen. When none fits, the plan
 lists the nearest changes that would (a lower ``max_image_pixels``, a shorter
 ``max_seq_len``, micro-batch 1, 4-bit). "8GB" means 8 GiB, as GPU makers label their cards.
-The chunked loss's footprint and the image term are estimates not yet checked against a
-GPU's measured peak (the numbers in ``benchmarks/RESULTS.md`` say which were).
+The loss term matches the measured CPU peak within 1% for both losses; the chunked loss
+and the image term are not yet checked against a GPU's measured peak (the numbers in
+``benchmarks/RESULTS.md`` say which were).
 """
 
 from __future__ import annotations
@@ -163,14 +164,24 @@ def estimate(shape: ModelShape, *, quantized: bool, micro_batch: int, checkpoint
         activations = tokens * (shape.layers * w * h + per_token)
     else:
         activations = tokens * shape.layers * per_token
-    if loss == "plain":
-        logits = tokens * shape.vocab * (w + 8)
-    else:  # one chunk's logits, fp32 copy, log-softmax and gradients; the target rows' hidden states
-        logits = chunk_tokens(shape.vocab) * shape.vocab * (2 * w + 12) + tokens * h * 2 * w
+    logits = loss_bytes(shape.vocab, h, tokens, w, loss)
     images = _vision_bytes(shape, image_tokens * micro_batch, train_parts, w)
     subtotal = weights + trainable + activations + logits + images + OVERHEAD_BYTES
     return {"weights": weights, "trainable": trainable, "activations": activations, "logits": logits,
             "images": images, "overhead": OVERHEAD_BYTES + 0.1 * subtotal, "total": 1.1 * subtotal}
+
+
+def loss_bytes(vocab: int, hidden: int, tokens: int, w: int, loss: str = "auto") -> float:
+    """Peak bytes of the loss over ``tokens`` positions (``w``: bytes per compute-dtype value).
+
+    Per logit: the value in the compute dtype, the fp32 log-probabilities the cross-entropy
+    keeps, and their fp32 gradient (``w + 8`` bytes). The plain loss holds them for every
+    position; the chunked one for one chunk, plus the target rows' hidden states and their
+    gradient.
+    """
+    if loss == "plain":
+        return float(tokens * vocab * (w + 8))
+    return float(min(tokens, chunk_tokens(vocab)) * vocab * (w + 8) + tokens * hidden * 2 * w)
 
 
 def _vision_bytes(shape: ModelShape, image_tokens: int, train_parts: tuple[str, ...], w: int) -> float:

@@ -161,3 +161,51 @@ def test_plan_memory_command_shows_image_tokens(twin, traces):
     plan_memory_command(twin("qwen2_vl"), "8GB", 512, data=traces, console=console)
     text = console.export_text()
     assert "image tokens" in text and "per image" in text and "images" in text
+
+
+PEAK_SCRIPT = r"""
+import json, re, sys
+import torch
+import torch.nn.functional as F
+from siqkit.train.loss import chunk_tokens, chunked_cross_entropy
+
+torch.set_num_threads(1)
+vocab, hidden = 65536, 64
+head = torch.nn.Linear(hidden, vocab, bias=False).requires_grad_(False)
+
+def peak(n, plain):
+    h = torch.randn(n, hidden, requires_grad=True)
+    t = torch.randint(0, vocab, (n,))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak RSS starts again from the current RSS
+    status = lambda key: int(re.search(key + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+    base = status("VmRSS")
+    loss = F.cross_entropy(head(h), t, reduction="sum") if plain else chunked_cross_entropy(h, head, t, chunk_tokens(vocab))
+    loss.backward()
+    return status("VmHWM") - base
+
+peak(300, False), peak(300, True)  # warm-up: code pages and first-use buffers
+print(json.dumps({"chunked": peak(1024, False), "plain": peak(512, True)}))
+"""
+
+
+def test_the_loss_term_is_what_the_loss_really_takes(tmp_path):
+    """Peak RSS of the loss and its backward (fp32, CPU) against the planner's term, both losses."""
+    import os
+    import subprocess
+    import sys
+
+    from siqkit.train.memory import loss_bytes
+    from tests.conftest import REPO
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("this kernel does not let a process reset its peak RSS")
+    # A fixed mmap threshold: every large tensor is its own mapping, returned when freed.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    chunked, plain = loss_bytes(65536, 64, 1024, 4), loss_bytes(65536, 64, 512, 4, "plain")
+    assert 0.85 * chunked <= measured["chunked"] <= 1.1 * chunked
+    assert 0.85 * plain <= measured["plain"] <= 1.1 * plain
