@@ -161,8 +161,9 @@ def _differences(old: dict, new: dict) -> str:
     if not old:
         return "settings this version of siqkit did not record (an older checkpoint)"
     keys = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
-    shown = [k if k in ("input model", "data") else f"{k} {old.get(k)} (now {new.get(k)})" for k in keys[:3]]
-    return "another " + ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    named = {"data": "other data (the stage's examples changed)", "input model": "another input model"}
+    shown = [named.get(k) or f"{k} {old.get(k)} (now {new.get(k)})" for k in keys[:3]]
+    return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _present_parts(model_path: Path) -> set[str]:

@@ -124,7 +124,7 @@ def test_a_rerun_that_changes_what_the_stage_learns_is_refused_in_one_line(twin,
     with pytest.raises(StageChanged) as err:
         train_curriculum(student, TrainConfig.model_validate(changed), traces, tmp_path / "out")
     message = str(err.value)
-    assert "\n" not in message and message.startswith("stage 'reason': step-000002 was written with another ")
+    assert "\n" not in message and message.startswith("stage 'reason': step-000002 was written with learning_rate")
     assert "learning_rate 0.0002 (now 0.001)" in message and "train.restart_changed=true" in message
     assert latest_checkpoint(tmp_path / "out" / "stages" / "01-reason" / "checkpoints") is not None  # untouched
 
