@@ -250,6 +250,11 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     log.info("stage %s: %d examples, method %s, micro-batch %d x %d, checkpointing %s (%s)", stage.name, len(kept),
              info["method"], settings.micro_batch, settings.grad_accum, info["gradient_checkpointing"],
              info["plan_source"])
+    if info.get("image_tokens"):
+        im = info["image_tokens"]
+        log.info("stage %s: images take %d-%d tokens each (median %d), up to %d in a row, of max_seq_len %d",
+                 stage.name, im["per_image_min"], im["per_image_max"], im["per_image_median"], im["per_row_max"],
+                 cfg.max_seq_len)
 
     with StageWatch(stage.name, stage_dir, every=settings.save_every, report_to=cfg.report_to,
                     config={**identity, **{k: getattr(settings, k) for k in LAYOUT}}) as watch:
