@@ -202,11 +202,15 @@ def plan_memory_cmd(
     seq: int = typer.Option(2048, "--seq", help="Training sequence length in tokens."),
     batch_size: int = typer.Option(16, "--batch-size", help="Effective batch size (micro-batch x accumulation)."),
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A curated traces folder (data.jsonl): count its images in tokens."),
+    max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", help="Scale larger images down to this many pixels (train.max_image_pixels)."),
+    loss: str = typer.Option("auto", "--loss", help="auto or chunked (no full logits), or plain (train.loss)."),
 ) -> None:
     """Choose quantisation, micro-batch, accumulation and checkpointing to fit a GPU; print the estimate."""
     from siqkit.train.memory import plan_memory_command
 
-    plan = plan_memory_command(model, vram, seq, batch_size=batch_size, lora_r=lora_r, console=out)
+    plan = plan_memory_command(model, vram, seq, batch_size=batch_size, lora_r=lora_r, data=data,
+                               max_image_pixels=max_image_pixels, loss=loss, console=out)
     if not plan.fits:
         raise typer.Exit(1)
 

@@ -5,6 +5,8 @@
   labels, length-grouped batches;
 - :mod:`~siqkit.train.qlora`: loading a student (4-bit NF4 + LoRA, frozen parts) and merging;
 - :mod:`~siqkit.train.loop`: the training loop (accumulation, checkpoints, resume);
+- :mod:`~siqkit.train.loss`: the loss without the full logits (chunked, or fused on CUDA);
+- :mod:`~siqkit.train.images`: the training pixel cap and image-token counts;
 - :mod:`~siqkit.train.checkpoint`: checkpoint files (safetensors + JSON);
 - :mod:`~siqkit.train.curriculum`: the stages in order, each from the previous output;
 - :mod:`~siqkit.train.memory`: the memory planner behind ``auto`` and ``siqkit plan-memory``;

@@ -7,8 +7,9 @@ A checkpoint is a folder ``checkpoints/step-000050/``:
   ``<param index>.<name>`` (AdamW's ``exp_avg``, ``exp_avg_sq``, ``step``);
 - ``rng.safetensors``: torch's CPU (and CUDA) random generator states;
 - ``state.json``: step, data position (micro-batch cursor, epoch, batch in epoch), the
-  scheduler's state, the optimizer's param groups, the settings fingerprint, and the
-  loss so far.
+  scheduler's state, the optimizer's param groups, the settings fingerprint and the
+  settings it digests (``identity``), the micro-batch split, device and precision it was
+  written with (``layout``), and the loss so far.
 
 No pickle anywhere: tensors go to safetensors, everything else to JSON. The folder is
 written as ``step-N.tmp`` and renamed when complete, so a ``kill -9`` while saving

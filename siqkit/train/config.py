@@ -214,6 +214,13 @@ class TrainConfig(_Model):
     grad_accum: int | Literal["auto"] = "auto"  # micro-batches per optimizer step; auto: batch_size / micro_batch
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     batching: Literal["length_grouped", "random"] = "length_grouped"  # length_grouped cuts padding
+    # How the loss meets the LM head (siqkit/train/loss.py): "auto" never builds the full
+    # seq x vocab logits (Liger Kernel's fused kernel on CUDA when installed, else chunks);
+    # "chunked" forces the chunks; "plain" is the full-logits reference. Same loss either way.
+    loss: Literal["auto", "chunked", "plain"] = "auto"
+    # Images larger than this many pixels (width x height) are scaled down, aspect kept, before
+    # the processor sees them; fewer image tokens, less memory. None: the processor's own limits.
+    max_image_pixels: int | None = None
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03  # share of a stage's steps spent warming up
@@ -224,6 +231,14 @@ class TrainConfig(_Model):
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
     seed: int = 0  # data order, LoRA initialisation and dropout derive from it
     evaluate_before: bool = True  # evaluate the student before any stage trains (a row "before")
+    # A stage's checkpoints written with other data, learning rate, model... (not just another
+    # micro-batch split, device or precision, which resume) are refused with the setting named;
+    # true: keep the old stage folder aside and train the stage again from step 0.
+    restart_changed: bool = False
+    # Trackers besides the progress bar and log.jsonl: "tensorboard" (events in each stage
+    # folder; needs the tensorboard package) and/or "wandb" (needs wandb; WANDB_MODE=offline
+    # keeps it local). See siqkit/train/watch.py.
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     eval_max_new_tokens: int = 512  # evaluation: generation budget per held-out seed
     eval_batch_size: int = 8
     eval_table_rows: int = 20  # rows of the side-by-side table
@@ -254,6 +269,8 @@ class TrainConfig(_Model):
                     "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be at least 1 (got {getattr(self, key)})")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels: must be at least 1 (got {self.max_image_pixels})")
         for key in ("micro_batch", "grad_accum"):
             value = getattr(self, key)
             if value != "auto" and value < 1:

@@ -23,8 +23,12 @@ evaluates it; the twin does not feed later stages.
 A stage whose trainable parts the student lacks (``align`` trains only the projector; a
 text-only student has none) or that has no examples is skipped, with the reason
 recorded. A finished stage is skipped on rerun if its settings, data and input model
-are unchanged (its fingerprint); when they changed, its old folder is kept aside as
-``<stage>.stale-<time>`` and the stage runs again, and so do the later ones.
+are unchanged (its fingerprint, :func:`stage_identity`); when they changed, its old folder
+is kept aside as ``<stage>.stale-<time>`` and the stage runs again, and so do the later
+ones. An unfinished stage (a crash, ``kill -9``) resumes from its newest checkpoint, also
+with another micro-batch/accumulation split of the same batch, another device or precision
+(:data:`LAYOUT`); when anything else changed, the run stops with one line naming it, and
+``train.restart_changed: true`` starts the stage again instead.
 
 Run folder layout (``out_dir``)::
 
@@ -51,6 +55,7 @@ from siqkit.errors import SiqkitError
 from siqkit.train.config import PARTS, StageConfig, StudentConfig, TrainConfig
 from siqkit.train.data import Encoder, build_examples, load_traces
 from siqkit.train.loop import LoopSettings, run_loop
+from siqkit.train.watch import StageWatch
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +79,13 @@ def _device(cfg: TrainConfig) -> str:
 
 
 def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_parts: set[str], device: str,
-                  precision: str) -> tuple[LoopSettings, dict]:
-    """Loop settings and method for a stage, with ``auto`` filled in; and where each came from."""
-    from siqkit.train.memory import PlanError, human, parse_size, plan_memory
+                  precision: str, image_sizes: list[list[tuple[int, int]]] | None = None) -> tuple[LoopSettings, dict]:
+    """Loop settings and method for a stage, with ``auto`` filled in; and where each came from.
+
+    ``image_sizes`` (``(width, height)`` per image, a list per example) let the planner count
+    the stage's image tokens.
+    """
+    from siqkit.train.memory import PlanError, explain_misfit, human, parse_size, plan_memory
 
     method = stage.method
     fixed_ckpt = None if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
@@ -95,19 +104,17 @@ def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_
             lora_dropout=cfg.lora.dropout > 0, target_modules=cfg.lora.target_modules,
             train_parts=tuple(sorted(train_parts)), quantization=quant, precision=precision,
             lora=method != "full", checkpointing=(fixed_ckpt,) if fixed_ckpt is not None else (False, True),
-            micro_batch=fixed_mb,
+            micro_batch=fixed_mb, loss=cfg.loss, image_sizes=image_sizes, max_image_pixels=cfg.max_image_pixels,
         )
         if not plan.fits:
-            raise PlanError(
-                f"stage '{stage.name}': no setting fits {human(budget)} (smallest estimate "
-                f"{human(plan.estimate_bytes)} at max_seq_len {cfg.max_seq_len}); lower train.max_seq_len, "
-                "use method qlora, or a smaller student"
-            )
+            raise PlanError(f"stage '{stage.name}': {explain_misfit(plan)} (train.* keys)")
         if method == "auto":
             method = plan.method
         fixed_ckpt = plan.gradient_checkpointing if fixed_ckpt is None else fixed_ckpt
         fixed_mb = plan.micro_batch if fixed_mb is None else fixed_mb
         info = {"plan_source": f"planner for {human(budget)}", "estimate_bytes": plan.estimate_bytes}
+        if plan.images:
+            info["image_tokens"] = plan.images
     elif needs_plan:
         method = "qlora" if method == "auto" else method
         fixed_ckpt = False if fixed_ckpt is None else fixed_ckpt
@@ -119,10 +126,44 @@ def resolve_stage(stage: StageConfig, cfg: TrainConfig, model_path: Path, train_
         learning_rate=stage.learning_rate or cfg.learning_rate, weight_decay=cfg.weight_decay,
         warmup_ratio=cfg.warmup_ratio, scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm,
         save_every=cfg.save_every, keep_checkpoints=cfg.keep_checkpoints, seed=cfg.seed, batching=cfg.batching,
-        order=stage.order, precision=precision, device=device,
+        order=stage.order, precision=precision, device=device, loss=cfg.loss,
     )
     info.update(method=method, gradient_checkpointing=fixed_ckpt)
     return settings, info
+
+
+# Settings that may change between a crash and the rerun: the loop re-cuts each step's
+# examples into the new micro-batches (siqkit.train.loop.step_batches); they change speed,
+# memory and rounding, not what the stage learns.
+LAYOUT = ("micro_batch", "grad_accum", "device", "precision", "loss", "save_every", "keep_checkpoints")
+
+
+class StageChanged(SiqkitError):
+    """A stage's checkpoints were written with settings, data or a model this run does not have."""
+
+
+def stage_identity(stage: StageConfig, cfg: TrainConfig, student: StudentConfig, settings: LoopSettings,
+                   info: dict, model_path: Path, examples: list, text_only: bool) -> dict:
+    """What a stage's result depends on, flat and named as in the recipe (its fingerprint digests it)."""
+    flat = {f"stage.{k}": v for k, v in stage.model_dump(mode="json").items()}
+    flat.update({k: v for k, v in asdict(settings).items() if k not in LAYOUT})
+    flat.update({f"lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
+    flat.update({
+        "batch_size": settings.micro_batch * settings.grad_accum, "method": info["method"],
+        "max_seq_len": cfg.max_seq_len, "max_image_pixels": cfg.max_image_pixels, "text_only": text_only,
+        "image_text": student.image_text, "input model": model_identity(model_path),
+        "data": _digest([e.key for e in examples]),
+    })
+    return flat
+
+
+def _differences(old: dict, new: dict) -> str:
+    if not old:
+        return "settings this version of siqkit did not record (an older checkpoint)"
+    keys = [k for k in new if old.get(k) != new[k]] + [k for k in old if k not in new]
+    named = {"data": "other data (the stage's examples changed)", "input model": "another input model"}
+    shown = [named.get(k) or f"{k} {old.get(k)} (now {new.get(k)})" for k in keys[:3]]
+    return ", ".join(shown) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _present_parts(model_path: Path) -> set[str]:
@@ -147,6 +188,7 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
               model_path: Path, out_dir: Path, text_only: bool) -> dict:
     """Train one stage from ``model_path``; return its record (``merged_dir`` is the next input)."""
     from siqkit.train.checkpoint import latest_checkpoint, read_state
+    from siqkit.train.images import image_sizes
     from siqkit.train.qlora import load_student, merge_stage, resolve_precision
 
     stage_dir = out_dir / "stages" / f"{position:02d}-{stage.name}"
@@ -164,15 +206,10 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
 
     device = _device(cfg)
     precision = resolve_precision(cfg.precision, device)
-    settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision)
-    fingerprint = _digest({
-        "stage": stage.model_dump(mode="json"), "method": info["method"],
-        # how often checkpoints are written does not change the result, so it may change on resume
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("save_every", "keep_checkpoints")},
-        "checkpointing": info["gradient_checkpointing"], "lora": cfg.lora.model_dump(mode="json"),
-        "max_seq_len": cfg.max_seq_len, "text_only": text_only, "image_text": student.image_text,
-        "input": model_identity(model_path), "examples": [e.key for e in examples],
-    })
+    sizes = [image_sizes(ex.images) for ex in examples] if any(ex.images for ex in examples) else None
+    settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision, sizes)
+    identity = stage_identity(stage, cfg, student, settings, info, model_path, examples, text_only)
+    fingerprint = _digest(identity)
     done_file = stage_dir / "stage.json"
     if done_file.is_file():
         done = json.loads(done_file.read_text())
@@ -182,6 +219,11 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
         _stale(stage_dir, "settings, data or input model changed since it was trained")
     ckpt = latest_checkpoint(stage_dir / "checkpoints")
     if ckpt is not None and read_state(ckpt).get("fingerprint") != fingerprint:
+        if not cfg.restart_changed:
+            raise StageChanged(f"stage '{stage.name}': {ckpt.name} was written with "
+                               f"{_differences(read_state(ckpt).get('identity') or {}, identity)}; the stage would "
+                               "have to start again: set train.restart_changed: true (siqkit run: --set "
+                               "train.restart_changed=true) to do that, the old folder kept aside")
         _stale(stage_dir, "its checkpoints were written with other settings, data or input model")
     stage_dir.mkdir(parents=True, exist_ok=True)
 
@@ -190,7 +232,8 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     loaded = load_student(model_path, method=info["method"], freeze=list(stage.freeze), lora=cfg.lora,
                           precision=precision, device=device, gradient_checkpointing=info["gradient_checkpointing"],
                           trust_remote_code=student.trust_remote_code, seed=cfg.seed)
-    encoder = Encoder(loaded.processor, vision=loaded.vision, max_seq_len=cfg.max_seq_len)
+    encoder = Encoder(loaded.processor, vision=loaded.vision, max_seq_len=cfg.max_seq_len,
+                      max_image_pixels=cfg.max_image_pixels)
     kept, encoded = [], []
     for ex in examples:
         enc = encoder.encode(ex)
@@ -207,12 +250,15 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     log.info("stage %s: %d examples, method %s, micro-batch %d x %d, checkpointing %s (%s)", stage.name, len(kept),
              info["method"], settings.micro_batch, settings.grad_accum, info["gradient_checkpointing"],
              info["plan_source"])
+    if info.get("image_tokens"):
+        im = info["image_tokens"]
+        log.info("stage %s: images take %d-%d tokens each (median %d), up to %d in a row, of max_seq_len %d",
+                 stage.name, im["per_image_min"], im["per_image_max"], im["per_image_median"], im["per_row_max"],
+                 cfg.max_seq_len)
 
-    def progress(step: int, total: int, loss: float) -> None:
-        if step % settings.save_every == 0 or step == total:
-            log.info("stage %s: step %d/%d, loss %.4f", stage.name, step, total, loss)
-
-    result = run_loop(loaded.model, encoder, kept, encoded, settings, stage_dir, fingerprint, progress)
+    with StageWatch(stage.name, stage_dir, every=settings.save_every, report_to=cfg.report_to,
+                    config={**identity, **{k: getattr(settings, k) for k in LAYOUT}}) as watch:
+        result = run_loop(loaded.model, encoder, kept, encoded, settings, stage_dir, fingerprint, watch, identity)
     adapter_dir, trained = None, None
     if loaded.uses_lora:
         adapter_dir = stage_dir / "adapter"
@@ -232,7 +278,8 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
         status="done", reason=None, method=info["method"], plan_source=info["plan_source"],
         quantization="4bit" if info["method"] == "qlora" else "none", precision=precision,
         micro_batch=settings.micro_batch, grad_accum=settings.grad_accum,
-        gradient_checkpointing=info["gradient_checkpointing"], dropped=dict(drops),
+        gradient_checkpointing=info["gradient_checkpointing"], dropped=dict(drops), loss=cfg.loss,
+        image_tokens=info.get("image_tokens"),
         adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged), fingerprint=fingerprint,
         **{k: v for k, v in result.items() if k != "history"},
     )

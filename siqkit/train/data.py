@@ -260,11 +260,14 @@ class Encoded:
 class Encoder:
     """Renders examples with the student's chat template and processor; builds batches.
 
-    ``processor`` is the student's processor (vision students) or tokenizer (text-only).
+    ``processor`` is the student's processor (vision students) or tokenizer (text-only);
+    images larger than ``max_image_pixels`` are scaled down first
+    (:func:`siqkit.train.images.cap_image`).
     """
 
-    def __init__(self, processor: Any, *, vision: bool, max_seq_len: int):
+    def __init__(self, processor: Any, *, vision: bool, max_seq_len: int, max_image_pixels: int | None = None):
         self.processor = processor
+        self.max_image_pixels = max_image_pixels
         self.vision = vision
         self.tokenizer = processor.tokenizer if vision else processor
         self.max_seq_len = max_seq_len
@@ -293,10 +296,12 @@ class Encoder:
             return None
         from PIL import Image
 
+        from siqkit.train.images import cap_image
+
         loaded = []
         for p in ex.images:
             with Image.open(p) as im:
-                loaded.append(im.convert("RGB"))
+                loaded.append(cap_image(im.convert("RGB"), self.max_image_pixels))
         return loaded
 
     def encode(self, ex: Example) -> Encoded | None:

@@ -34,3 +34,11 @@ def test_errors_name_the_key():
     assert "cannot read memory size" in _error(TrainConfig, {"vram": "lots"})
     assert "unknown method 'dora'" in _error(TrainConfig, {"stages": [{"name": "a", "method": "dora"}]})
     assert "{caption}" in _error(StudentConfig, {"path": "x", "image_text": "[image]"})
+
+
+def test_loss_image_cap_and_tracker_keys():
+    cfg = TrainConfig()
+    assert (cfg.loss, cfg.max_image_pixels, cfg.report_to, cfg.restart_changed) == ("auto", None, [], False)
+    assert "max_image_pixels: must be at least 1" in _error(TrainConfig, {"max_image_pixels": 0})
+    assert "loss" in _error(TrainConfig, {"loss": "fused"})
+    assert "report_to" in _error(TrainConfig, {"report_to": ["mlflow"]})

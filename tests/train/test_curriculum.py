@@ -13,6 +13,7 @@ from siqkit.evaluate import EvalRefusedError
 from siqkit.models import SUPPORTED_TINY, is_vision
 from siqkit.store import Store
 from siqkit.train import StudentConfig, TrainConfig, train_curriculum
+from siqkit.train.memory import PlanError
 from siqkit.train.qlora import part_of
 from tests.train.traces import eval_seeds, write_traces
 
@@ -119,6 +120,26 @@ def test_auto_settings_come_from_the_memory_planner(twin, traces, tmp_path):
     assert stage["plan_source"] == "planner for 8.00 GiB"
     assert (stage["method"], stage["quantization"], stage["gradient_checkpointing"]) == ("lora", "none", False)
     assert (stage["micro_batch"], stage["grad_accum"]) == (4, 1)
+
+
+def test_the_planner_counts_the_stage_images_and_the_pixel_cap_applies(twin, traces, tmp_path, caplog):
+    import logging
+
+    stages = [{"name": "reason", "data": "cot", "method": "auto", "max_steps": 1}]
+    cfg = TrainConfig.model_validate({"vram": "8GB", "batch_size": 4, "max_image_pixels": 20 * 20, "stages": stages})
+    with caplog.at_level(logging.INFO, logger="siqkit.train.curriculum"):
+        stage = train_curriculum(StudentConfig(path=twin("qwen2_vl")), cfg, traces, tmp_path / "out")["stages"][0]
+    assert "stage reason: images take 1-1 tokens each (median 1), up to 1 in a row, of max_seq_len 2048" in caplog.text
+    # 64x64 images become 2x2 merged patches; capped at 20x20 pixels, one.
+    assert stage["status"] == "done" and stage["image_tokens"]["per_row_max"] == 1
+    assert stage["image_tokens"]["images"] == 12
+
+    tight = TrainConfig.model_validate({"vram": "8GB", "batch_size": 4, "max_seq_len": 4, "stages": stages})
+    with pytest.raises(PlanError) as err:
+        train_curriculum(StudentConfig(path=twin("qwen2_vl")), tight, traces, tmp_path / "tight")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("stage 'reason': images take up to 4 tokens in a row")
+    assert "would fit: max_image_pixels 1024 " in message
 
 
 def test_answer_only_twin_trains_the_same_steps_from_the_same_model(twin, traces, tmp_path):
