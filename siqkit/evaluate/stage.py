@@ -1,10 +1,11 @@
 """The ``eval`` stage of a recipe run: every student checkpoint on the held-out seeds, and the table.
 
 It evaluates the train stage's checkpoints (the student before training and after each
-stage, answer-only twins included; ``RUN_DIR/train/summary.json``) on the held-out seeds
-(``eval.splits``, a deterministic sample of ``eval.max_seeds``). An evaluation the train
+stage, answer-only twins included, as far as ``train.evaluate_before`` and each stage's
+``evaluate`` ask; ``RUN_DIR/train/summary.json``) on the held-out seeds (``eval.splits``, a
+deterministic sample of ``eval.per_task`` per task). An evaluation the train
 stage already made with the same model, seeds and settings is reused, so after a normal
-run this stage costs nothing; with more seeds (``--set eval.max_seeds=1000 --only eval``)
+run this stage costs nothing; with more seeds (``--set eval.per_task=500 --only eval``)
 it measures again without retraining. Results go to ``eval_runs``/``eval_outputs``, and the
 table of :func:`siqkit.evaluate.table.eval_table` (students, teachers on the same seeds,
 the exported GGUF once exported) to ``RUN_DIR/eval/table.md`` and ``table.json``.

@@ -55,3 +55,24 @@ def test_report_shows_curation_before_and_after(quickstart_copy, tmp_path):
     assert "id=curation" in page
     assert 'alt="difficulty before and after"' in page and 'alt="labels before and after"' in page
     assert "label cap" in page and "wrong answer" in page  # drops by layer and reason
+    assert 'alt="reasoning length by difficulty"' in page
+
+
+def test_reasoning_length_follows_difficulty_on_the_quickstart(quickstart_copy):
+    """The quickstart's teachers write a short and a brief trace per question; one-step
+    questions come out easy and keep the short one, two-step ones medium and keep the brief."""
+    store = Store.open(quickstart_copy)
+    try:
+        counts = run_curate(store, recipe(selection={"reasoning_length": {}}))
+        kept = store.con.execute(
+            """SELECT g.seed_id, coalesce(json_extract_string(s.metadata, '$.steps'), '1'), a.difficulty_bucket,
+                      g.sample_index
+               FROM curation c JOIN generations g ON g.key = c.key JOIN annotations a ON a.key = c.key
+               JOIN seeds s ON s.id = g.seed_id WHERE c.kept""").fetchall()
+    finally:
+        store.close()
+    assert len({r[0] for r in kept}) == len(kept) == counts["kept"] > 0  # one trace per question
+    by_steps = {steps: {(bucket, sample) for _, st, bucket, sample in kept if st == steps} for steps in ("1", "2")}
+    assert by_steps == {"1": {("easy", 0)}, "2": {("medium", 1)}}
+    assert counts["length_matched"] == {"easy: shortest": sum(1 for r in kept if r[1] == "1"),
+                                        "medium: median": sum(1 for r in kept if r[1] == "2")}

@@ -15,12 +15,12 @@ def test_train_then_export_in_a_run(cli, tmp_path):
         "run": {"name": "te", "dir": "run"},
         "seeds": {"sources": [{"name": "digits", "type": "digits", "num_images": {"train": 4, "test": 4}}]},
         "student": {"arch": "qwen2_vl", "path": "${SIQ_TEST_STUDENT}"},
-        "train": {"save_every": 2, "stages": [
-            {"name": "align", "data": "caption", "freeze": ["vision", "language"]},
+        "train": {"save_every": 2, "evaluate_before": False, "stages": [
+            {"name": "align", "data": "caption", "freeze": ["vision", "language"], "evaluate": False},
             {"name": "instruct", "data": "answer", "freeze": ["vision"]},
             {"name": "reason", "data": "cot", "freeze": ["vision", "projector"], "answer_only_baseline": True}]},
         "eval": {"max_seeds": 3},
-        "export": {"quant": "q8_0"},
+        "export": {"quant": "q8_0", "compare": ["q4_k_m"]},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     res = cli("run", "r.yaml", "--tiny", "--only", "seeds", "--set", "tiny.max_train_steps=2")
@@ -45,10 +45,10 @@ def test_train_then_export_in_a_run(cli, tmp_path):
         runs = dict(con.execute("SELECT id, stage FROM stage_runs").fetchall())
         evals = [(runs[r], a, n) for r, a, n in con.execute(
             "SELECT stage_run, after_stage, seeds FROM eval_runs ORDER BY rowid").fetchall()]
-        students = [("before", 3), ("after-align", 3), ("after-instruct", 3), ("after-reason", 3),
-                    ("after-reason-answer-only", 3)]
+        # train.evaluate_before and align's `evaluate: false` skip those passes, in both stages
+        students = [("after-instruct", 3), ("after-reason", 3), ("after-reason-answer-only", 3)]
         assert evals == [("train", *e) for e in students] + [("eval", *e) for e in students] + [
-            ("export", "gguf-q8_0", 3)]
+            ("export", "gguf-q8_0", 3), ("export", "gguf-q4_k_m", 3)]
         # the eval stage reused the train stage's evaluations: identical outputs
         outputs = con.execute("""SELECT r.stage, o.after_stage, o.seed_id, o.output FROM eval_outputs o
                                  JOIN stage_runs r ON r.id = o.stage_run WHERE r.stage != 'export'""").fetchall()
@@ -63,6 +63,15 @@ def test_train_then_export_in_a_run(cli, tmp_path):
     assert export["passed"] is True
     files = sorted(p.name for p in (tmp_path / "run" / "export").iterdir())
     assert "te.q8_0.gguf" in files and "te.mmproj-f16.gguf" in files and "Modelfile" in files
+    assert "te.q4_k_m.gguf" in files and "te.q4_k_m.Modelfile" not in files  # compared, not shipped
+    # the shipped file's verdict: agreement checks and the held-out accuracy drop against the
+    # student it came from (the CoT-distilled one), overall and per task
+    assert export["eval"]["label"] == "gguf-q8_0" and set(export["compare"]) == {"q4_k_m"}
+    verdict = json.loads((tmp_path / "run" / "export" / "te.q8_0.gguf.export.json").read_text())["accuracy_drop"]
+    assert set(verdict["measured"]) == {"overall", "task digits"} and verdict["max"] == 0.01
+    assert export["verdict"]["passed"] == (verdict["passed"] and export["passed"])
+    modelfile = (tmp_path / "run" / "export" / "Modelfile").read_text()
+    assert "PARAMETER temperature 0\n" in modelfile and "PARAMETER repeat_penalty 1\n" in modelfile
     res = cli("report", "run")
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "run" / "report.html").read_text()
@@ -70,7 +79,7 @@ def test_train_then_export_in_a_run(cli, tmp_path):
                     "id=evaluation", "exported q8_0 GGUF", 'alt="held-out accuracy"'):
         assert section in page
     table = (tmp_path / "run" / "eval" / "table.md").read_text()
-    assert "| exported q8_0 GGUF |" in table
+    assert "| exported q8_0 GGUF |" in table and "| exported q4_k_m GGUF |" in table
     # Hub cards: the GGUF's, and each stage's merged model and adapter (peft's template replaced)
     from siqkit.export.cards import read_header
 
