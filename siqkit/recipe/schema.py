@@ -135,7 +135,7 @@ class SeedsConfig(_Model):
 
 class Endpoint(_Model):
     url: str | None = None  # required, except under --tiny (which needs no server)
-    concurrency: int = 4
+    concurrency: int = Field(4, ge=1, le=1024)
 
 
 class SamplingConfig(_Model):
@@ -194,10 +194,12 @@ class TeacherConfig(_Model):
     model: str | None = None  # openai: model name sent to the server (default: name)
     endpoints: list[Endpoint] = Field(default_factory=list)  # openai
     api_key_env: str | None = None  # openai: NAME of the environment variable holding the key
-    max_retries: int = 5  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
-    timeout_s: float = 120.0  # openai: per request
-    backoff_s: float = 1.0  # openai: first backoff; doubles each retry, with jitter
-    max_backoff_s: float = 60.0  # openai
+    max_retries: int = Field(5, ge=0, le=100)  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
+    # openai: deadline of one attempt, from connecting to the reply's last byte
+    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    max_reply_mb: float = Field(16.0, gt=0, allow_inf_nan=False)  # openai: a larger reply body is a failed sample
+    backoff_s: float = Field(1.0, ge=0, allow_inf_nan=False)  # openai: first backoff; doubles each retry, with jitter
+    max_backoff_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # openai
     extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
     # transformers: bitsandbytes NF4/LLM.int8 or a dtype. vllm: a pre-quantized checkpoint
     # (AWQ, GPTQ, compressed-tensors, FP8) loads as stored whatever this says; on an
