@@ -281,7 +281,8 @@ def _check_files(recipe: Recipe) -> None:
         if src.type == "hf_disk" and src.path is not None and not src.path.is_dir():
             raise RecipeError(f"{where}.path: expected a folder written by save_to_disk: {src.path}")
         if src.type in ("jsonl", "csv", "parquet", "images") and src.path is not None and not src.path.is_file():
-            raise RecipeError(f"{where}.path: expected a file, got a folder: {src.path}")
+            what = "a folder" if src.path.is_dir() else "a FIFO, device or socket"
+            raise RecipeError(f"{where}.path: expected a regular file, got {what}: {src.path}")
         if src.root is not None and not src.root.is_dir():
             raise RecipeError(f"{where}.root: folder not found: {src.root}")
     for i, t in enumerate(recipe.teachers):

@@ -44,7 +44,11 @@ class SourceConfig(_Model):
     split: str = "train"  # split for rows that carry none
     splits: list[str] | None = None  # keep only these splits; None keeps all
     max: int | None = None  # cap per split (deterministic sample under the recipe seed)
-    weight: float = 1.0  # share of seeds.max_total, relative to the other sources
+    weight: float = Field(1.0, allow_inf_nan=False)  # share of seeds.max_total, relative to the other sources
+    # Bounds on what one row may cost; a row over one is quarantined with the reason.
+    max_line_kb: int = Field(1024, ge=1)  # one physical line of a JSONL/CSV file
+    max_image_mb: float = Field(64.0, gt=0, allow_inf_nan=False)  # one image file (or inline image)
+    max_image_pixels: int = Field(64_000_000, ge=1)  # width x height, read from the header before decoding
     # digits only
     num_images: dict[str, int] = Field(default_factory=lambda: {"train": 3000, "test": 600})
     max_digits: int = 2
