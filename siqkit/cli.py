@@ -59,9 +59,10 @@ def run(
 ) -> None:
     """Run a recipe (all stages, or --only / --from one) in its run folder, then summarise it."""
     from siqkit.recipe import load_recipe
+
+    rec = load_recipe(recipe, overrides, tiny=tiny)  # before the heavy imports: a bad recipe answers at once
     from siqkit.runner import run_recipe, select_stages
 
-    rec = load_recipe(recipe, overrides, tiny=tiny)
     select_stages(only, start)  # refuse a bad stage name before the run folder is touched
     from siqkit.inspect import summarize
 
@@ -79,9 +80,11 @@ def check(
 ) -> None:
     """Validate a recipe and print the plan: stages, models, data sources and their sizes."""
     from siqkit.recipe import load_recipe
+
+    rec = load_recipe(recipe, overrides, tiny=tiny)  # before the heavy imports: a bad recipe answers at once
     from siqkit.runner import plan
 
-    p = plan(load_recipe(recipe, overrides, tiny=tiny))
+    p = plan(rec)
     if as_json:
         print(json.dumps(p, indent=2))
         return

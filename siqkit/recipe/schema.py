@@ -143,9 +143,9 @@ class Endpoint(_Model):
 
 
 class SamplingConfig(_Model):
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
+    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1)
 
 
 class PromptConfig(_Model):
@@ -157,11 +157,24 @@ class PromptConfig(_Model):
     @field_validator("template")
     @classmethod
     def _placeholders(cls, v: str) -> str:
+        """Known placeholders only, no format spec wider than 1000, and the template renders
+        once against a sample seed: a broken template fails ``check``, not generate."""
         import string
 
-        for _, name, _, _ in string.Formatter().parse(v):
+        try:
+            fields = list(string.Formatter().parse(v))
+        except ValueError as e:
+            raise ValueError(f"cannot parse the template: {e} (write a literal brace as {{{{ or }}}})") from None
+        for _, name, spec, _ in fields:
             if name is not None and name not in ("question", "source", "split"):
                 raise ValueError(f"unknown placeholder {{{name}}}; use {{question}}, {{source}} or {{split}}")
+            widths = [int(n) for n in re.findall(r"\d+", spec or "")]
+            if "{" in (spec or "") or any(n > 1000 for n in widths):
+                raise ValueError(f"placeholder {{{name}:{spec}}}: a format spec may not be nested or wider than 1000")
+        try:
+            v.format(question="What is 2 + 2?", source="sample", split="train")
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ValueError(f"the template does not render on a sample seed: {e}") from None
         return v
 
 
@@ -227,9 +240,9 @@ class TeacherConfig(_Model):
     tensor_parallel_size: int = 1  # vllm: GPUs of this node to split the model over
     enforce_eager: bool | None = None  # vllm: no CUDA graphs / compilation; default: true on CPU only
     kv_cache_gb: float | None = None  # vllm: KV cache size; default: from gpu_memory_utilization (CPU: 4)
-    n_ctx: int = 4096  # llama_cpp
+    n_ctx: int = Field(4096, ge=1)  # llama_cpp
     n_gpu_layers: int = -1  # llama_cpp: -1 offloads every layer when built with GPU support
-    n_threads: int | None = None  # llama_cpp
+    n_threads: int | None = Field(None, ge=1)  # llama_cpp
     trust_remote_code: bool = False  # transformers, vllm: only if you trust the checkpoint's code
     samples: int = 1  # samples per seed (k); pass rates over k give difficulty
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -276,22 +289,30 @@ class GenerateConfig(_Model):
 
     routing: Literal["first", "all"] = "first"  # first matching teacher per seed, or every match
     splits: list[str] | None = None  # None: every split (test traces measure teacher accuracy)
-    max_seeds: dict[str, int] | None = None  # per split; a deterministic sample, for smoke tests
+    max_seeds: dict[str, int] | None = None  # per split, each >= 1; a deterministic sample, for smoke tests
     # Finished samples are committed to the store in small transactions, apart from how many
     # requests the engine holds: at least every commit_rows samples or commit_seconds seconds,
     # so a kill -9 loses only the requests in flight and those few seconds.
     commit_rows: int = Field(64, ge=1)
-    commit_seconds: float = Field(2.0, gt=0)
+    commit_seconds: float = Field(2.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("max_seeds")
+    @classmethod
+    def _seed_caps(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        for split, n in (v or {}).items():
+            if n < 1:
+                raise ValueError(f"{split}: must be at least 1 (got {n}); leave the split out of generate.splits instead")
+        return v
 
 
 class AnnotateConfig(_Model):
     """The annotate stage: answer checking, judge, labels, difficulty."""
 
     answer_kind: Literal["auto", "yesno", "number", "choice", "text"] = "auto"
-    tolerance: float = 1e-6  # numbers: absolute and relative tolerance
+    tolerance: float = Field(1e-6, ge=0, allow_inf_nan=False)  # numbers: absolute and relative tolerance
     judge: str | None = None  # a teacher name: judges traces whose seed has no gold answer
     judge_all: bool = False  # judge every trace, gold or not (difficulty/quality/tags for all)
-    judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
+    judge_retries: int = Field(2, ge=0, le=100)  # re-asks after malformed judge JSON, then the error is recorded
     judge_max_new_tokens: int = Field(256, ge=16)  # the verdict is a short JSON object; --tiny caps it
 
 
@@ -299,7 +320,7 @@ class EvalConfig(_Model):
     """Held-out evaluation of the student (before training and after every stage)."""
 
     splits: list[str] = Field(default_factory=lambda: ["test"])  # seeds of these splits, never trained on
-    max_seeds: int = 200  # a deterministic sample of them
+    max_seeds: int = Field(200, ge=1)  # a deterministic sample of them
 
 
 class ExportConfig(_Model):
@@ -320,9 +341,9 @@ class ExportConfig(_Model):
 class TinyConfig(_Model):
     """What ``--tiny`` caps (see siqkit/tiny.py)."""
 
-    max_seeds: int = 40  # per source and split
-    max_new_tokens: int = 48  # per teacher sample and per evaluation answer
-    max_train_steps: int = 4  # per training stage
+    max_seeds: int = Field(40, ge=1)  # per source and split
+    max_new_tokens: int = Field(48, ge=1)  # per teacher sample and per evaluation answer
+    max_train_steps: int = Field(4, ge=1)  # per training stage
 
 
 class Recipe(_Model):
