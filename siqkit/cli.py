@@ -345,6 +345,14 @@ def main() -> None:
         if ctx is not None:
             console.print(f"{escape(ctx.get_usage())}  ({ctx.command_path} -h for help)", highlight=False)
         sys.exit(e.exit_code)
+    except Exception as e:  # a run store that fails under any command (damaged, full disk): one line
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(e, duckdb.Error):
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        console.print(f"[red]error[/red]: the run store failed: {escape(first)}; if it is damaged, move its "
+                      "store.duckdb away and rerun the recipe", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 def _click_errors() -> tuple[type[BaseException], ...]:
