@@ -174,8 +174,10 @@ class ImageLoader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return Problem(NOT_REGULAR, f"{ref} is a {_file_kind(st.st_mode)}")
-            data = f.read(self.max_bytes + 1)
-        if len(data) > self.max_bytes:  # it grew after the stat
+            data = f.read(min(st.st_size, self.max_bytes) + 1)  # sized by the file: no cap-sized buffer
+            if len(data) > self.max_bytes or (len(data) > st.st_size and f.read(1)):
+                data += f.read(self.max_bytes + 1 - len(data))  # it grew after the stat
+        if len(data) > self.max_bytes:
             return Problem(TOO_LARGE, f"{ref}: over max_image_mb={self.max_bytes / 2**20:g}")
         return data
 
