@@ -88,3 +88,25 @@ def test_an_error_body_is_read_only_for_its_snippet(raw_server):
     assert o.finish_reason == "error" and "HTTP 400" in o.error and len(o.error) < 400
     time.sleep(0.3)
     assert srv.sent[0] < 16 * 2**20
+
+
+def test_the_generate_stage_records_a_flood_as_failed_samples_with_the_reason(raw_server, tmp_path):
+    import duckdb
+
+    from tests.conftest import run_cli
+
+    srv = raw_server(_flood(50 * 2**20, declare=False))
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps({"question": f"q{i}"}) for i in range(8)))
+    (tmp_path / "r.yaml").write_text(
+        "run: {dir: run}\nseeds: {sources: [{name: s, type: jsonl, path: q.jsonl}]}\n"
+        f"teachers: [{{name: remote, backend: openai, max_reply_mb: 2, endpoints: [{{url: '{srv.url}', concurrency: 8}}]}}]\n")
+    for stage in ("seeds", "generate"):
+        res = run_cli("run", "r.yaml", "--only", stage, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    con = duckdb.connect(str(tmp_path / "run" / "store.duckdb"), read_only=True)
+    rows = con.execute("SELECT finish_reason, error FROM generations").fetchall()
+    con.close()
+    assert len(rows) == 8
+    assert all(f == "error" and e.startswith("reply too large") and "max_reply_mb=2" in e for f, e in rows), rows
+    time.sleep(0.3)
+    assert len(srv.sent) == 8 and max(srv.sent) < 20 * 2**20, srv.sent  # never 50 MB each
