@@ -141,6 +141,13 @@ class Endpoint(_Model):
     url: str | None = None  # required, except under --tiny (which needs no server)
     concurrency: int = Field(4, ge=1, le=1024)
 
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {v!r})")
+        return v
+
 
 class SamplingConfig(_Model):
     max_new_tokens: int = Field(512, ge=1)

@@ -44,6 +44,8 @@ BAD = {
                          "teachers[0].prompt.template: placeholder {question:>999999999}: a format spec may not"),
     "template that cannot render": (GOOD + OPENAI % "prompt: {template: '{question:d}'}",
                                     "teachers[0].prompt.template: the template does not render on a sample seed"),
+    "endpoint without a scheme": (GOOD + "teachers: [{name: t, backend: openai, endpoints: [{url: 'localhost:8000'}]}]\n",
+                                  "teachers[0].endpoints[0].url: must start with http:// or https://"),
     "max_reply_mb zero": (GOOD + OPENAI % "max_reply_mb: 0", "teachers[0].max_reply_mb: input should be greater than 0"),
 }
 
