@@ -260,7 +260,12 @@ class Store:
     @staticmethod
     def _refuse_foreign(db: Path) -> None:
         """Refuse a DuckDB file that is not a siqkit run store, from a read-only look."""
-        con = _connect(db, read_only=True)
+        try:
+            con = _connect(db, read_only=True)
+        except StoreError as e:
+            if "different configuration" in str(e):
+                return  # already open in this process, so already checked
+            raise
         try:
             tables = [r[0] for r in con.execute(
                 "SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()]

@@ -96,3 +96,12 @@ def test_a_bad_recipe_loads_no_heavy_library(tmp_path):
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("heavy: []"), res.stdout
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
+    from siqkit.recipe import load_recipe
+
+    (tmp_path / "r.yaml").write_text(
+        "seeds:\n  sources:\n    - &src {name: a, type: easy_vqa, max: 5}\n    - {<<: *src, name: b}\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert [(s.name, s.max) for s in recipe.seeds.sources] == [("a", 5), ("b", 5)]

@@ -5,9 +5,9 @@ Requests are spread over several endpoints; each endpoint has at most ``concurre
 requests in flight (a shared pool of endpoint slots: a request takes any free slot, and
 gives it back while it waits to retry; an endpoint that just failed rests for the backoff
 delay, doubled for each failure in a row, so the retry goes to another endpoint when one is
-healthy). HTTP is httpx's
-asynchronous client (connection pooling and keep-alive), driven by one event loop in a
-background thread; only the endpoint pool, the retries and the bounds are siqkit's.
+healthy). HTTP is httpx's asynchronous client (connection pooling and keep-alive), driven
+by one event loop in a background thread; only the endpoint pool, the retries and the
+bounds are siqkit's.
 
 Images become ``image_url`` parts holding base64 PNG data URLs. When a server splits the
 reasoning off (``reasoning_content`` or ``reasoning`` in the message, as vLLM's and
