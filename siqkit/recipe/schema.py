@@ -221,7 +221,7 @@ class TeacherConfig(_Model):
     max_retries: int = Field(5, ge=0, le=100)  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
     # openai: deadline of one attempt, from connecting to the reply's last byte
     timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
-    max_reply_mb: float = Field(16.0, gt=0, allow_inf_nan=False)  # openai: a larger reply body is a failed sample
+    max_reply_mb: float = Field(8.0, gt=0, allow_inf_nan=False)  # openai: a larger reply body is a failed sample
     backoff_s: float = Field(1.0, ge=0, allow_inf_nan=False)  # openai: first backoff; doubles each retry, with jitter
     max_backoff_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # openai
     extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields

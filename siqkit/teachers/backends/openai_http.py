@@ -39,7 +39,8 @@ Config attributes read (default in brackets):
   ``Authorization: Bearer <key>``; loading fails if the variable is named but unset;
 - ``max_retries`` [5]: retries after the first attempt;
 - ``timeout_s`` [120]: deadline of one attempt, from connecting to the last byte of the reply;
-- ``max_reply_mb`` [16]: largest reply body read, in MiB;
+- ``max_reply_mb`` [8]: largest reply body read, in MiB (a 100,000-token answer is under 1 MiB;
+  raise it for replies that carry logprobs);
 - ``backoff_s`` [1.0]: first retry delay; doubles each retry, scaled by a random 0.5–1.0;
 - ``max_backoff_s`` [60]: upper bound on one delay, ``Retry-After`` included;
 - ``extra_body`` [``{}``]: extra JSON fields merged into every request, e.g.
