@@ -137,3 +137,64 @@ def test_the_decoded_image_cache_is_bounded_by_bytes(tmp_path):
     tiny = DecodedCache(budget_bytes=1000)
     assert tiny.get(str(media.root), digests[0]).size == (600, 600) and tiny.used == 0  # too big to keep
     assert DECODED.budget == 256 * 2**20
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs mounted at ``tmp_path/run`` (root only; skipped where mounting is not allowed),
+    for a real full disk and a real read-only folder."""
+    import subprocess
+
+    mnt = tmp_path / "run"
+    mnt.mkdir()
+
+    def mount(*opts: str) -> None:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs", str(mnt)], check=True,
+                       capture_output=True)
+
+    def remount(*opts: str) -> None:
+        subprocess.run(["mount", "-o", ",".join(("remount", *opts)), str(mnt)], check=True, capture_output=True)
+
+    try:
+        mount("size=4m")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        yield remount
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def noise_images(tmp_path: Path, n: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):  # ~197 KB each
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        rows.append(json.dumps({"question": f"q{i}", "image": f"img/{i}.png"}))
+    (tmp_path / "q.jsonl").write_text("\n".join(rows))
+    path = tmp_path / "r.yaml"
+    path.write_text("run: {dir: run}\nseeds: {sources: [{name: s, type: images, path: q.jsonl}]}\n")
+    return path
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_with_space_recovers(tmp_path, small_fs):
+    recipe = noise_images(tmp_path, 40)  # ~8 MB of media for a 4 MB disk
+    res = run_cli("run", str(recipe), "--only", "seeds", cwd=tmp_path)
+    one_error_line(res, "No space left on device", "free disk space")
+    small_fs("size=64m")
+    assert run_cli("run", str(recipe), "--only", "seeds", cwd=tmp_path).returncode == 0
+    con = duckdb.connect(str(tmp_path / "run" / STORE_FILE), read_only=True)
+    assert con.execute("SELECT count(*) FROM seeds").fetchone()[0] == 40
+    assert con.execute("SELECT status FROM stage_runs ORDER BY id").fetchall() == [("failed",), ("done",)]
+    con.close()
+
+
+def test_a_read_only_file_system_is_one_line(tmp_path, recipe, small_fs):
+    assert run_cli("run", str(recipe), "--only", "seeds", cwd=tmp_path).returncode == 0
+    small_fs("ro")
+    res = run_cli("run", str(recipe), "--only", "seeds", cwd=tmp_path)
+    one_error_line(res, "run/.lock", "Read-only file system", "make it writable")
