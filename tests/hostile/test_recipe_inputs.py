@@ -86,9 +86,10 @@ def test_an_alias_bomb_in_a_set_override_is_refused_too(tmp_path):
     assert res.returncode == 2 and "nested deeper than 50 levels" in res.stderr
 
 
-def test_a_bad_recipe_loads_no_heavy_library(tmp_path):
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_bad_recipe_loads_no_heavy_library(tmp_path, command):
     (tmp_path / "r.yaml").write_text(GOOD + "eval: {max_seeds: -1}\n")
-    code = ("import sys; from siqkit.cli import main; sys.argv = ['siqkit', 'check', 'r.yaml']\n"
+    code = (f"import sys; from siqkit.cli import main; sys.argv = ['siqkit', '{command}', 'r.yaml']\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'llama_cpp') if m in sys.modules)\n"
             "print('heavy:', heavy)")
