@@ -103,6 +103,15 @@ def test_images_over_the_pixel_and_byte_caps_are_quarantined(root):
                        "heavy.png: 300,{:03d} bytes, over max_image_mb=0.25".format(len(make_png("red")))]
 
 
+def test_an_image_beyond_pils_own_bomb_limit_is_too_large_too(root):
+    (root / "bomb.png").write_bytes(png_of((15000, 15000)))  # 225 MP: PIL itself refuses to open it
+    path = root / "q.jsonl"
+    path.write_bytes(jline({"question": "a", "image": "bomb.png"}))
+    source = build_source(cfg("jsonl", path, max_image_pixels=10**12), 0)
+    (reject,) = list(source.read())
+    assert reject.reason == "image too large" and "exceeds limit" in reject.detail
+
+
 def test_unterminated_csv_quote_and_short_rows_are_quarantined(root):
     path = root / "q.csv"
     path.write_bytes(b'question,answer\n"what is 2+2,4\nwhat is 3+3,6\nok?,yes\nshort\n')

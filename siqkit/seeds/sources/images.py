@@ -63,6 +63,8 @@ def check_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Proble
             # change PIL's global bomb limit, which still rejects absurd sizes.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # beyond even PIL's own limit
+        return Problem(TOO_LARGE, _short(exc))
     except Exception as exc:  # PIL raises a zoo of types for garbage input
         return Problem(UNREADABLE, _short(exc))
     width, height = image.size
