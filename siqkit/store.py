@@ -403,7 +403,11 @@ def store_fault(run_dir: Path, exc: BaseException) -> StoreError | None:
         return StoreError(f"{db}: the run store failed ({first}); the stage's last transaction was rolled back: "
                           "free disk space or fix the file's permissions and rerun to resume, or move a damaged "
                           "store away and start again")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+    if not isinstance(exc, OSError):
+        return None
+    name = exc.filename
+    inside = isinstance(name, (str, os.PathLike)) and Path(os.path.abspath(name)).is_relative_to(run_dir.absolute())
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or (exc.errno in (errno.EACCES, errno.EPERM) and inside):
         return StoreError(f"{exc.filename or run_dir}: {exc.strerror}; free disk space or make the run folder "
                           "writable, then rerun the same command to resume")
     return None
