@@ -65,9 +65,10 @@ def run(
     --only of an earlier stage does not (run `siqkit report RUN_DIR` for that).
     """
     from siqkit.recipe import load_recipe
+
+    rec = load_recipe(recipe, overrides, tiny=tiny)  # before the heavy imports: a bad recipe answers at once
     from siqkit.runner import run_recipe, select_stages
 
-    rec = load_recipe(recipe, overrides, tiny=tiny)
     stages = select_stages(only, start)  # refuse a bad stage name before the run folder is touched
     from siqkit.inspect import print_summary, summarize
 
@@ -99,9 +100,11 @@ def check(
 ) -> None:
     """Validate a recipe and print the plan: stages, models, data sources and their sizes."""
     from siqkit.recipe import load_recipe
+
+    rec = load_recipe(recipe, overrides, tiny=tiny)  # before the heavy imports: a bad recipe answers at once
     from siqkit.runner import plan
 
-    p = plan(load_recipe(recipe, overrides, tiny=tiny))
+    p = plan(rec)
     if as_json:
         print(json.dumps(p, indent=2))
         return
@@ -298,6 +301,14 @@ def main() -> None:
         if ctx is not None:
             console.print(f"{escape(ctx.get_usage())}  ({ctx.command_path} -h for help)", highlight=False)
         sys.exit(e.exit_code)
+    except Exception as e:  # a run store that fails under any command (damaged, full disk): one line
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(e, duckdb.Error):
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        console.print(f"[red]error[/red]: the run store failed: {escape(first)}; if it is damaged, move its "
+                      "store.duckdb away and rerun the recipe", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 def _click_errors() -> tuple[type[BaseException], ...]:

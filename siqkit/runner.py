@@ -27,7 +27,7 @@ from siqkit.generate.stage import run_generate
 from siqkit.seeds.stage import run_seeds
 from siqkit.train.stage import run_train
 from siqkit.seeds.sources import build_source
-from siqkit.store import RunLock, Store
+from siqkit.store import RunLock, Store, store_fault
 from siqkit.teachers.backends import TeacherLoadError
 from siqkit.teachers.registry import missing_packages
 
@@ -84,13 +84,22 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
                 raise TeacherLoadError(missing[0])
         store = Store.open(run_dir, create=True)
         try:
+            stale = store.mark_interrupted()
+            if stale:
+                log.warning("%d stage run(s) left running by a process that died are marked interrupted", stale)
             ready = [s for s in stages if s in STAGE_RUNNERS]
             log.info("run folder %s; stages: %s", run_dir, ", ".join(ready))
             if len(ready) < len(stages):
                 log.info("not part of this version of siqkit yet, skipped: %s",
                          ", ".join(s for s in stages if s not in STAGE_RUNNERS))
             for stage in ready:
-                _run_stage(store, recipe, stage, STAGE_RUNNERS[stage], strict)
+                try:
+                    _run_stage(store, recipe, stage, STAGE_RUNNERS[stage], strict)
+                except Exception as e:  # noqa: BLE001 - store faults become one line, others pass
+                    fault = store_fault(run_dir, e)
+                    if fault is None:
+                        raise
+                    raise fault from None
         finally:
             store.close()
     finally:

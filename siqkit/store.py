@@ -3,7 +3,12 @@
 Every stage reads its inputs from here and writes its outputs back, with lineage. The
 tables are defined once, in :data:`SCHEMA`; :data:`SCHEMA_VERSION` is written into the
 file when it is created and checked every time it is opened, so an older or newer
-siqkit refuses a store it does not understand instead of misreading it.
+siqkit refuses a store it does not understand instead of misreading it. A DuckDB file
+that is not a siqkit store (no ``meta`` table, or someone else's tables) is refused after
+a read-only look, never modified.
+
+A stage row still marked ``running`` when the next run takes the folder's lock belongs to
+a process that died (``kill -9``, a crash, a power cut): it is marked ``interrupted``.
 
 Run folder layout::
 
@@ -16,9 +21,11 @@ Run folder layout::
 
 from __future__ import annotations
 
+import errno
 import fcntl
-import functools
 import hashlib
+import threading
+from collections import OrderedDict
 import io
 import json
 import os
@@ -113,7 +120,7 @@ class MediaStore:
         With ``max_pixels``, a larger image is downscaled (aspect ratio kept, Lanczos) to at
         most that many pixels; smaller ones are returned as stored.
         """
-        image = _decoded(str(self.root), digest)
+        image = DECODED.get(str(self.root), digest)
         w, h = image.size
         if max_pixels is None or w * h <= max_pixels:
             return image.copy()
@@ -143,11 +150,50 @@ class MediaStore:
         return digest, fmt, width, height
 
 
-@functools.lru_cache(maxsize=2048)  # easy-VQA asks ~10 questions about each image
-def _decoded(root: str, digest: str) -> Image.Image:
-    with Image.open(MediaStore(Path(root)).find(digest)) as im:
-        im.load()
-        return im.copy()
+class DecodedCache:
+    """Decoded images, most recently used kept, bounded by their decoded bytes (not their
+    number: one 12-megapixel photo weighs as much as 12,000 thumbnails). An image larger
+    than the whole budget is decoded for its caller and not kept. Thread-safe."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.used = 0
+        self._items: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, root: str, digest: str) -> Image.Image:
+        key = (root, digest)
+        with self._lock:
+            image = self._items.get(key)
+            if image is not None:
+                self._items.move_to_end(key)
+                return image
+        with Image.open(MediaStore(Path(root)).find(digest)) as im:
+            im.load()
+            image = im.copy()
+        size = _decoded_bytes(image)
+        if size <= self.budget:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = image
+                    self.used += size
+                while self.used > self.budget:
+                    _, old = self._items.popitem(last=False)
+                    self.used -= _decoded_bytes(old)
+        return image
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.used = 0
+
+
+def _decoded_bytes(image: Image.Image) -> int:
+    return image.width * image.height * max(1, len(image.getbands()))
+
+
+# easy-VQA asks ~10 questions about each image: keep decoded images, within 256 MB.
+DECODED = DecodedCache(256 * 2**20)
 
 
 class RunLock:
@@ -158,8 +204,12 @@ class RunLock:
         self._fh: Any = None
 
     def acquire(self, command: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as e:
+            raise StoreError(f"{e.filename or self.path}: cannot write the run folder ({e.strerror}); "
+                             "make it writable or choose another run.dir") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -197,18 +247,34 @@ class Store:
         db = run_dir / STORE_FILE
         if not db.exists() and not create:
             raise StoreError(f"{run_dir}: no run store here (expected {STORE_FILE}); run a recipe first")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if db.exists() and not read_only:
+            cls._refuse_foreign(db)  # a read-only look first: a foreign file is never written
         try:
-            con = duckdb.connect(str(db), read_only=read_only)
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise StoreError(
-                    f"{db}: the run store is open in another siqkit process; try again when it finishes"
-                ) from None
-            raise StoreError(f"{db}: cannot open the run store: {str(e).splitlines()[0]}") from None
-        store = cls(run_dir, con)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{run_dir}: cannot create the run folder ({e.strerror}); choose another run.dir") from None
+        store = cls(run_dir, _connect(db, read_only))
         store._check_schema(create=not read_only)
         return store
+
+    @staticmethod
+    def _refuse_foreign(db: Path) -> None:
+        """Refuse a DuckDB file that is not a siqkit run store, from a read-only look."""
+        try:
+            con = _connect(db, read_only=True)
+        except StoreError as e:
+            if "different configuration" in str(e):
+                return  # already open in this process, so already checked
+            raise
+        try:
+            tables = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()]
+        finally:
+            con.close()
+        if tables and "meta" not in tables:
+            shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+            raise StoreError(f"{db}: not a siqkit run store (no meta table; it holds {shown}); it was left "
+                             "untouched: choose another run.dir")
 
     def has_table(self, name: str) -> bool:
         """Whether the store has table ``name`` (stages create some of theirs on first use)."""
@@ -234,8 +300,22 @@ class Store:
         else:
             raise StoreError(f"{self.run_dir / STORE_FILE}: not a siqkit run store (no meta table)")
 
+    def mark_interrupted(self) -> int:
+        """Mark stage rows left ``running`` by a process that died; return how many.
+
+        Call it only while holding the folder's :class:`RunLock`: then no other process
+        can be running a stage here.
+        """
+        rows = self.con.execute(
+            "UPDATE stage_runs SET status = 'interrupted', error = 'the process stopped before the stage "
+            "finished (killed or crashed); rerun to resume' WHERE status = 'running' RETURNING id").fetchall()
+        return len(rows)
+
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        except duckdb.Error:  # a store that just failed: what was committed is on disk
+            pass
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -289,7 +369,7 @@ class Store:
         out = {}
         for stage, status, started, finished, counts, settings, error in rows:
             out[stage] = {
-                "status": "interrupted" if status == "running" else status,
+                "status": "interrupted" if status == "running" else status,  # a live run, or one not yet marked
                 "started_at": f"{started:%Y-%m-%d %H:%M:%S}",
                 "finished_at": f"{finished:%Y-%m-%d %H:%M:%S}" if finished else None,
                 "counts": json.loads(counts) if counts else {},
@@ -297,3 +377,37 @@ class Store:
                 "error": error,
             }
         return out
+
+
+def _connect(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection, or a one-line StoreError naming the file and what to do."""
+    try:
+        return duckdb.connect(str(db), read_only=read_only)
+    except duckdb.Error as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "lock" in first.lower():
+            raise StoreError(
+                f"{db}: the run store is open in another siqkit process; try again when it finishes"
+            ) from None
+        raise StoreError(f"{db}: cannot open the run store ({first}); if the file is damaged, "
+                         "move it away and rerun, or choose another run.dir") from None
+
+
+def store_fault(run_dir: Path, exc: BaseException) -> StoreError | None:
+    """A one-line StoreError for a failure of the run store or its folder during a stage
+    (a damaged file, a dropped table, a full disk, a read-only folder), or None when the
+    exception is something else. The failed stage's transaction was rolled back."""
+    db = run_dir / STORE_FILE
+    if isinstance(exc, duckdb.Error):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StoreError(f"{db}: the run store failed ({first}); the stage's last transaction was rolled back: "
+                          "free disk space or fix the file's permissions and rerun to resume, or move a damaged "
+                          "store away and start again")
+    if not isinstance(exc, OSError):
+        return None
+    name = exc.filename
+    inside = isinstance(name, (str, os.PathLike)) and Path(os.path.abspath(name)).is_relative_to(run_dir.absolute())
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or (exc.errno in (errno.EACCES, errno.EPERM) and inside):
+        return StoreError(f"{exc.filename or run_dir}: {exc.strerror}; free disk space or make the run folder "
+                          "writable, then rerun the same command to resume")
+    return None

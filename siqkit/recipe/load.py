@@ -3,6 +3,11 @@
 Any problem becomes a :class:`~siqkit.errors.RecipeError` whose message is one line naming
 the key path, e.g. ``teachers[1].backend: unknown backend 'vlm'; expected one of …``.
 
+YAML is read with a safe loader that also refuses duplicate keys (the later one would
+silently win), aliases that expand to more than :data:`MAX_NODES` values (a few hundred
+bytes of nested aliases can expand to billions: the size is counted on the composed
+graph, before anything is expanded), and nesting deeper than :data:`MAX_DEPTH`.
+
 Path rules: relative paths in a recipe are resolved against the recipe file's folder,
 except ``run.dir``, which is relative to the current directory (the default is
 ``runs/<run.name>``), so that runs land where the user works, not beside the recipe.
@@ -22,6 +27,89 @@ from pydantic import BaseModel, ValidationError
 from siqkit.errors import RecipeError
 from siqkit.recipe.schema import INTERNAL_KEYS, Recipe
 
+MAX_NODES = 100_000  # values in a recipe once its aliases are expanded
+MAX_DEPTH = 50  # nesting levels; a real recipe uses fewer than 10
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key '{key}' (first given on line {seen[key] + 1})",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _graph_size(node: yaml.Node) -> None:
+    """Count the values of the composed graph as if its aliases were expanded, without
+    expanding them (shared nodes are counted once and multiplied); refuse a bomb or a cycle."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels", n.start_mark)
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _TooBig("an alias refers to a value that contains it", n.start_mark)
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c, depth + 1) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        active.discard(key)
+        if total > MAX_NODES:
+            raise _TooBig(f"more than {MAX_NODES:,} values once its aliases are expanded (an alias bomb?)",
+                          n.start_mark)
+        sizes[key] = total
+        return total
+
+    size(node, 0)
+
+
+class _TooBig(Exception):
+    def __init__(self, problem: str, mark):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _UnsafeYAML(RecipeError):
+    """YAML that parses but is refused: an alias bomb or cycle, deep nesting, a duplicate key."""
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text safely and boundedly; raise RecipeError naming ``where`` and the line."""
+    loader = _RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _graph_size(node)
+        return loader.construct_document(node)
+    except (yaml.YAMLError, _TooBig) as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        unsafe = isinstance(e, (_TooBig, yaml.constructor.ConstructorError)) and problem.startswith(
+            ("duplicate key", "nested", "more than", "an alias"))
+        raise (_UnsafeYAML if unsafe else RecipeError)(f"{where}{at}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise _UnsafeYAML(f"{where}: invalid YAML: nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Recipe:
     """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem.
 
@@ -29,17 +117,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool
     (siqkit/tiny.py); nothing is built or written here.
     """
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: a folder, not a recipe file; give the .yaml file itself")
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        what = "not a regular file" if path.exists() else "recipe file not found"
+        raise RecipeError(f"{path}: {what}")
+    if path.stat().st_size > 1 << 20:
+        raise RecipeError(f"{path}: {path.stat().st_size:,} bytes; a recipe is at most 1 MiB")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{path}{where}: invalid YAML: {problem}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -73,9 +162,11 @@ def apply_override(data: dict, item: str) -> None:
     if not sep or not key.strip():
         raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. student.path=/models/x")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except _UnsafeYAML:
+        raise  # a bomb, a cycle, deep nesting or a duplicate key stays refused
+    except RecipeError:
+        value = raw  # other unparsable text is taken as a plain string
     parts = _split_key(key.strip(), item)
     node: Any = data
     for i, part in enumerate(parts[:-1]):
@@ -271,6 +362,12 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
     recipe.export.model = fix(recipe.export.model)
     if recipe.run.dir is not None:
         recipe.run.dir = recipe.run.dir.expanduser()
+    # The run folder, or the first of its parents that exists, must be a folder.
+    for folder in (recipe.run_dir, *recipe.run_dir.absolute().parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise RecipeError(f"run.dir: {folder} exists and is not a folder; choose another run.dir")
+            break
 
 
 def _check_files(recipe: Recipe) -> None:
@@ -281,7 +378,8 @@ def _check_files(recipe: Recipe) -> None:
         if src.type == "hf_disk" and src.path is not None and not src.path.is_dir():
             raise RecipeError(f"{where}.path: expected a folder written by save_to_disk: {src.path}")
         if src.type in ("jsonl", "csv", "parquet", "images") and src.path is not None and not src.path.is_file():
-            raise RecipeError(f"{where}.path: expected a file, got a folder: {src.path}")
+            what = "a folder" if src.path.is_dir() else "a FIFO, device or socket"
+            raise RecipeError(f"{where}.path: expected a regular file, got {what}: {src.path}")
         if src.root is not None and not src.root.is_dir():
             raise RecipeError(f"{where}.root: folder not found: {src.root}")
     for i, t in enumerate(recipe.teachers):

@@ -47,7 +47,11 @@ class SourceConfig(_Model):
     split: str = "train"  # split for rows that carry none
     splits: list[str] | None = None  # keep only these splits; None keeps all
     max: int | None = None  # cap per split (deterministic sample under the recipe seed)
-    weight: float = 1.0  # share of seeds.max_total, relative to the other sources
+    weight: float = Field(1.0, allow_inf_nan=False)  # share of seeds.max_total, relative to the other sources
+    # Bounds on what one row may cost; a row over one is quarantined with the reason.
+    max_line_kb: int = Field(1024, ge=1)  # one physical line of a JSONL/CSV file
+    max_image_mb: float = Field(64.0, gt=0, allow_inf_nan=False)  # one image file (or inline image)
+    max_image_pixels: int = Field(64_000_000, ge=1)  # width x height, read from the header before decoding
     # digits only
     num_images: dict[str, int] = Field(default_factory=lambda: {"train": 3000, "test": 600})
     max_digits: int = 2
@@ -138,13 +142,20 @@ class SeedsConfig(_Model):
 
 class Endpoint(_Model):
     url: str | None = None  # required, except under --tiny (which needs no server)
-    concurrency: int = 4
+    concurrency: int = Field(4, ge=1, le=1024)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {v!r})")
+        return v
 
 
 class SamplingConfig(_Model):
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
+    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1)
 
 
 class PromptConfig(_Model):
@@ -156,11 +167,24 @@ class PromptConfig(_Model):
     @field_validator("template")
     @classmethod
     def _placeholders(cls, v: str) -> str:
+        """Known placeholders only, no format spec wider than 1000, and the template renders
+        once against a sample seed: a broken template fails ``check``, not generate."""
         import string
 
-        for _, name, _, _ in string.Formatter().parse(v):
+        try:
+            fields = list(string.Formatter().parse(v))
+        except ValueError as e:
+            raise ValueError(f"cannot parse the template: {e} (write a literal brace as {{{{ or }}}})") from None
+        for _, name, spec, _ in fields:
             if name is not None and name not in ("question", "source", "split"):
                 raise ValueError(f"unknown placeholder {{{name}}}; use {{question}}, {{source}} or {{split}}")
+            widths = [int(n) for n in re.findall(r"\d+", spec or "")]
+            if "{" in (spec or "") or any(n > 1000 for n in widths):
+                raise ValueError(f"placeholder {{{name}:{spec}}}: a format spec may not be nested or wider than 1000")
+        try:
+            v.format(question="What is 2 + 2?", source="sample", split="train")
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ValueError(f"the template does not render on a sample seed: {e}") from None
         return v
 
 
@@ -197,10 +221,12 @@ class TeacherConfig(_Model):
     model: str | None = None  # openai: model name sent to the server (default: name)
     endpoints: list[Endpoint] = Field(default_factory=list)  # openai
     api_key_env: str | None = None  # openai: NAME of the environment variable holding the key
-    max_retries: int = 5  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
-    timeout_s: float = 120.0  # openai: per request
-    backoff_s: float = 1.0  # openai: first backoff; doubles each retry, with jitter
-    max_backoff_s: float = 60.0  # openai
+    max_retries: int = Field(5, ge=0, le=100)  # openai: on 429/5xx/timeouts/garbage, with exponential backoff
+    # openai: deadline of one attempt, from connecting to the reply's last byte
+    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    max_reply_mb: float = Field(8.0, gt=0, allow_inf_nan=False)  # openai: a larger reply body is a failed sample
+    backoff_s: float = Field(1.0, ge=0, allow_inf_nan=False)  # openai: first backoff; doubles each retry, with jitter
+    max_backoff_s: float = Field(60.0, ge=0, allow_inf_nan=False)  # openai
     extra_body: dict[str, Any] = Field(default_factory=dict)  # openai: extra request fields
     # transformers: bitsandbytes NF4/LLM.int8 or a dtype. vllm: a pre-quantized checkpoint
     # (AWQ, GPTQ, compressed-tensors, FP8) loads as stored whatever this says; on an
@@ -224,9 +250,9 @@ class TeacherConfig(_Model):
     tensor_parallel_size: int = 1  # vllm: GPUs of this node to split the model over
     enforce_eager: bool | None = None  # vllm: no CUDA graphs / compilation; default: true on CPU only
     kv_cache_gb: float | None = None  # vllm: KV cache size; default: from gpu_memory_utilization (CPU: 4)
-    n_ctx: int = 4096  # llama_cpp
+    n_ctx: int = Field(4096, ge=1)  # llama_cpp
     n_gpu_layers: int = -1  # llama_cpp: -1 offloads every layer when built with GPU support
-    n_threads: int | None = None  # llama_cpp
+    n_threads: int | None = Field(None, ge=1)  # llama_cpp
     trust_remote_code: bool = False  # transformers, vllm: only if you trust the checkpoint's code
     samples: int = 1  # samples per seed (k); pass rates over k give difficulty
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -273,22 +299,30 @@ class GenerateConfig(_Model):
 
     routing: Literal["first", "all"] = "first"  # first matching teacher per seed, or every match
     splits: list[str] | None = None  # None: every split (test traces measure teacher accuracy)
-    max_seeds: dict[str, int] | None = None  # per split; a deterministic sample, for smoke tests
+    max_seeds: dict[str, int] | None = None  # per split, each >= 1; a deterministic sample, for smoke tests
     # Finished samples are committed to the store in small transactions, apart from how many
     # requests the engine holds: at least every commit_rows samples or commit_seconds seconds,
     # so a kill -9 loses only the requests in flight and those few seconds.
     commit_rows: int = Field(64, ge=1)
-    commit_seconds: float = Field(2.0, gt=0)
+    commit_seconds: float = Field(2.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("max_seeds")
+    @classmethod
+    def _seed_caps(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        for split, n in (v or {}).items():
+            if n < 1:
+                raise ValueError(f"{split}: must be at least 1 (got {n}); leave the split out of generate.splits instead")
+        return v
 
 
 class AnnotateConfig(_Model):
     """The annotate stage: answer checking, judge, labels, difficulty."""
 
     answer_kind: Literal["auto", "yesno", "number", "choice", "text"] = "auto"
-    tolerance: float = 1e-6  # numbers: absolute and relative tolerance
+    tolerance: float = Field(1e-6, ge=0, allow_inf_nan=False)  # numbers: absolute and relative tolerance
     judge: str | None = None  # a teacher name: judges traces whose seed has no gold answer
     judge_all: bool = False  # judge every trace, gold or not (difficulty/quality/tags for all)
-    judge_retries: int = 2  # re-asks after malformed judge JSON, then the error is recorded
+    judge_retries: int = Field(2, ge=0, le=100)  # re-asks after malformed judge JSON, then the error is recorded
     judge_max_new_tokens: int = Field(256, ge=16)  # the verdict is a short JSON object; --tiny caps it
 
 
@@ -349,9 +383,9 @@ class ExportConfig(_Model):
 class TinyConfig(_Model):
     """What ``--tiny`` caps (see siqkit/tiny.py)."""
 
-    max_seeds: int = 40  # per source and split
-    max_new_tokens: int = 48  # per teacher sample and per evaluation answer
-    max_train_steps: int = 4  # per training stage
+    max_seeds: int = Field(40, ge=1)  # per source and split
+    max_new_tokens: int = Field(48, ge=1)  # per teacher sample and per evaluation answer
+    max_train_steps: int = Field(4, ge=1)  # per training stage
 
 
 class Recipe(_Model):

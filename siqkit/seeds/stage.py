@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
         r[0] for r in store.con.execute("SELECT id FROM seeds WHERE source != ?", [cfg.name]).fetchall()
     }
     seen: dict[str, str] = {}  # id -> origin, within this source
-    media_seen: dict[bytes, str] = {}  # image bytes -> hash; sources reuse one bytes object per file
+    # image digest -> stored hash: a short digest, not the bytes, so no image outlives its row
+    media_seen: dict[bytes, str] = {}
     rows: list[dict] = []
     media_rows: list[tuple] = []
     quarantine: list[tuple] = []
@@ -102,10 +104,11 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
                 continue
             hashes = []
             for data in item.images:
-                digest = media_seen.get(data)
+                seen_key = hashlib.blake2b(data, digest_size=16).digest()
+                digest = media_seen.get(seen_key)
                 if digest is None:
                     digest, fmt, w, h = store.media.put(data)
-                    media_seen[data] = digest
+                    media_seen[seen_key] = digest
                     media_rows.append((digest, fmt, w, h, len(data)))
                 hashes.append(digest)
             sid = seed_id(item.question, hashes)
@@ -119,7 +122,7 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
             c.stored += 1
             if len(rows) >= CHUNK:
                 flush()
-            if len(media_seen) > 50_000:  # bound memory on image-heavy sources
+            if len(media_seen) > 1_000_000:  # ~100 MB of digests; forgetting costs only re-hashing
                 media_seen.clear()
         flush()
         con.execute(

@@ -220,7 +220,7 @@ def test_jsonl_bom_crlf_surrogates_and_mistyped_split_or_caption(dataset: Path):
 def test_each_image_decoded_once(dataset: Path, monkeypatch):
     calls = []
     real = images_mod.check_image_bytes
-    monkeypatch.setattr(images_mod, "check_image_bytes", lambda data: calls.append(1) or real(data))
+    monkeypatch.setattr(images_mod, "check_image_bytes", lambda data, *a: calls.append(1) or real(data, *a))
     path = dataset / "q.jsonl"
     path.write_bytes(b"\n".join(jline({"question": f"q{i}", "image": "img/red.png"}) for i in range(5)))
     assert len(seeds(build_source(cfg("jsonl", path), 0))) == 5
@@ -241,9 +241,9 @@ def test_image_cache_eviction_rereads_without_decoding(dataset: Path):
 
 def write_csv(root: Path) -> Path:
     rows = [
-        b"answer,image,split,question",  # 1: question last, so a short row lacks it
+        b"answer,image,split,question",  # 1
         b"red,img/red.png,,What colour is it?",  # 2
-        b"red,img/red.png",  # 3 short row: no question
+        b"red,img/red.png",  # 3 short row: too few cells
         b"x,img/notimage.png,,q",  # 4
         b"x,img/truncated.png,,q",  # 5
         b"x,img/nope.png,,q",  # 6
@@ -265,7 +265,7 @@ def write_csv(root: Path) -> Path:
 
 CSV_EXPECTED = {
     2: "ok",
-    3: ("missing field", "question"),
+    3: ("bad CSV", None),
     4: ("unreadable image", "image"),
     5: ("truncated image", "image"),
     6: ("image not found", "image"),

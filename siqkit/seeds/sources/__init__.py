@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .base import DEFAULT_FIELDS, Source, SourceError, setting
-from .files import BAD_CSV, BAD_JSON, NON_UTF8, TextSource
-from .images import NOT_FOUND, OUTSIDE_ROOT, TRUNCATED, UNREADABLE
-from .rows import EMPTY_QUESTION, MISSING, WRONG_TYPE
+from .files import BAD_CSV, BAD_JSON, LINE_TOO_LONG, NON_UTF8, TextSource
+from .images import NOT_FOUND, NOT_REGULAR, OUTSIDE_ROOT, TOO_LARGE, TRUNCATED, UNREADABLE
+from .rows import EMPTY_QUESTION, MISSING, NUL_CHARACTER, WRONG_TYPE
 
 __all__ = ["DEFAULT_FIELDS", "REJECT_REASONS", "SOURCE_TYPES", "Source", "SourceError", "build_source"]
 
@@ -35,13 +35,17 @@ REJECT_REASONS = (
     BAD_JSON,
     BAD_CSV,
     NON_UTF8,
+    LINE_TOO_LONG,
     MISSING,
     WRONG_TYPE,
     EMPTY_QUESTION,
+    NUL_CHARACTER,
     UNREADABLE,
     TRUNCATED,
     NOT_FOUND,
     OUTSIDE_ROOT,
+    NOT_REGULAR,
+    TOO_LARGE,
 )
 """Every ``Reject.reason`` a source can produce."""
 

@@ -127,4 +127,6 @@ def base_fingerprint(cfg: Any, kind: str) -> dict:
         "fields": field_map(cfg),
         "split": setting(cfg, "split", "train"),
         "splits": sorted(splits_filter(cfg) or []) or None,
+        # the caps decide which rows are quarantined, so changing one re-reads the source
+        "limits": [getattr(cfg, k, None) for k in ("max_line_kb", "max_image_mb", "max_image_pixels")],
     }

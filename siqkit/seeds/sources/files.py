@@ -2,7 +2,10 @@
 
 - ``jsonl``: one JSON object per line; blank lines are skipped.
 - ``csv``: a header row naming the columns, then one row per record (RFC 4180
-  quoting, so a quoted cell may span lines). Every cell is a string; an empty cell
+  quoting, so a quoted cell may span lines). Every record has exactly as many cells as
+  the header (fewer or more is ``bad CSV``: a short row is more often a broken quote or a
+  lost separator than a meant blank; a record that spans several lines says so, since an
+  unterminated quote swallows the rows after it). Every cell is a string; an empty cell
   means "no value". The image cell holds one path or a JSON array of paths
   (``["a.png", "b.png"]``).
 - ``images``: a folder of images plus a questions file (``.jsonl`` or ``.csv``,
@@ -10,7 +13,9 @@
   the two above, except that every row must have an image.
 
 Files are read as bytes and decoded line by line, so one line of Latin-1 in a UTF-8
-file costs that line only. Reject and origin line numbers are physical 1-based line
+file costs that line only. A line longer than ``max_line_kb`` (default 1024) is
+quarantined (``line too long``) without ever being held whole, and the questions file
+must be a regular file (a FIFO would block the stage). Reject and origin line numbers are physical 1-based line
 numbers in the file (for CSV the header is line 1 and a record is numbered by the
 line it starts on), i.e. what an editor shows.
 """
@@ -20,7 +25,9 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,13 +44,16 @@ from .base import (
     splits_filter,
     tree_stat,
 )
-from .images import ImageLoader
+from .images import image_loader
 from .rows import WRONG_TYPE, RowValidator, type_name
 
 # Reject reasons produced here (the full list is in ``siqkit.seeds.sources``).
 BAD_JSON = "bad JSON"
 BAD_CSV = "bad CSV"
 NON_UTF8 = "non-UTF-8 text"
+LINE_TOO_LONG = "line too long"
+
+MAX_LINE_KB = 1024  # default cap on one physical line of a JSONL/CSV file
 
 _SUFFIX_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 # A JSON escape such as "\udc80" decodes to a lone surrogate: valid JSON, but text
@@ -84,6 +94,7 @@ class TextSource:
         self.default_split: str = setting(cfg, "split", "train")
         self.splits = splits_filter(cfg)
         self.label = label_for(self.path, self.root)
+        self.max_line = int(setting(cfg, "max_line_kb", MAX_LINE_KB) * 1024)
         self._cfg = cfg
 
     # -- Source protocol -------------------------------------------------------------
@@ -114,7 +125,7 @@ class TextSource:
             self.fields,
             self.default_split,
             self.splits,
-            ImageLoader(self.root),
+            image_loader(self._cfg, self.root),
             require_image=self.kind == "images",
         )
         rows = self._jsonl_rows() if self.fmt == "jsonl" else self._csv_rows()
@@ -136,24 +147,41 @@ class TextSource:
             raise SourceError(f"{self.path}: cannot read source file ({exc.strerror})") from None
 
     def _open(self):
+        if not stat.S_ISREG(self._stat().st_mode):  # checked before opening: a FIFO would block
+            raise SourceError(f"{self.path}: not a regular file (a FIFO, device or socket); give the questions file itself")
         try:
             return open(self.path, "rb")
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read source file ({exc.strerror})") from None
 
-    def _lines(self, f) -> Iterator[tuple[int, bytes]]:
-        for lineno, raw in enumerate(f, 1):
+    def _lines(self, f) -> Iterator[tuple[int, bytes | None]]:
+        """(line number, bytes) per physical line; None instead of the bytes of a line over
+        ``max_line_kb``, which is skipped in bounded reads, never held whole."""
+        lineno = 0
+        while raw := f.readline(self.max_line + 1):
+            lineno += 1
+            if len(raw) > self.max_line and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):
+                    raw = f.readline(1 << 20)
+                yield lineno, None
+                continue
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]  # editors on Windows add one
             yield lineno, raw
 
+    def _too_long(self) -> str:
+        return f"over max_line_kb={self.max_line // 1024}"
+
     def _count_jsonl(self) -> int:
         with self._open() as f:
-            return sum(1 for _, raw in self._lines(f) if raw.strip())
+            return sum(1 for _, raw in self._lines(f) if raw is None or raw.strip())
 
     def _jsonl_rows(self) -> Iterator[tuple[int, dict] | Reject]:
         with self._open() as f:
             for lineno, raw in self._lines(f):
+                if raw is None:
+                    yield Reject(self.label, lineno, None, LINE_TOO_LONG, self._too_long())
+                    continue
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -181,14 +209,18 @@ class TextSource:
                 yield lineno, row
 
     def _csv_rows(self) -> Iterator[tuple[int, dict] | Reject]:
-        bad: dict[int, str] = {}  # line number -> decode problem, filled as lines are read
+        bad: dict[int, tuple[str, str]] = {}  # line number -> (reason, detail), filled as lines are read
 
         def decoded(f) -> Iterator[str]:
             for lineno, raw in self._lines(f):
+                if raw is None:
+                    bad[lineno] = (LINE_TOO_LONG, self._too_long())
+                    yield "\n"  # an empty line keeps the parser in step; its record is rejected
+                    continue
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    bad[lineno] = _decode_problem(raw, exc)
+                    bad[lineno] = (NON_UTF8, _decode_problem(raw, exc))
                     # Keep the line (replacement chars) so the CSV parser stays in step
                     # with the file; the record it lands in is rejected below.
                     yield raw.decode("utf-8", "replace")
@@ -209,16 +241,17 @@ class TextSource:
                 start, prev = prev + 1, reader.line_num
                 hit = next((n for n in range(start, prev + 1) if n in bad), None)
                 if hit is not None:
-                    yield Reject(self.label, hit, None, NON_UTF8, bad[hit])
+                    yield Reject(self.label, hit, None, *bad[hit])
                     continue
                 if not any(c.strip() for c in cells):
                     continue  # blank line
-                if len(cells) > len(header):
+                if len(cells) != len(header):
+                    span = f"; the record spans lines {start}-{prev}: an unterminated quote?" if prev > start else ""
                     yield Reject(
-                        self.label, start, None, BAD_CSV, f"{len(cells)} cells, header has {len(header)}"
+                        self.label, start, None, BAD_CSV, f"{len(cells)} cells, header has {len(header)}{span}"
                     )
                     continue
-                row = dict(zip(header, cells))  # a short row simply lacks the last columns
+                row = dict(zip(header, cells))
                 problem = self._image_cell(row)
                 if problem is not None:
                     yield Reject(self.label, start, self.fields.get("image"), *problem)
@@ -235,7 +268,9 @@ class TextSource:
         except csv.Error as exc:
             raise SourceError(f"{self.path}: unreadable CSV header ({exc})") from None
         if bad:
-            raise SourceError(f"{self.path}: CSV header is not UTF-8 text")
+            reason, detail = next(iter(bad.values()))
+            what = "is not UTF-8 text" if reason == NON_UTF8 else f"line is too long ({detail})"
+            raise SourceError(f"{self.path}: CSV header {what}")
         header = [h.strip() for h in header]
         dupes = sorted({h for h in header if header.count(h) > 1})
         if dupes:

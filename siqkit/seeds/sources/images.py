@@ -7,12 +7,19 @@ image is fully decoded once (``Image.open(...).load()``) so that a corrupt file 
 quarantined here rather than crashing a teacher hours later; the verdict is cached
 by resolved path (or by content digest for inline bytes), because many questions
 usually share one image.
+
+Bounds, whatever the data holds: a path that is not a regular file (a FIFO, a device,
+a socket) is refused from its ``stat``, before it is opened, so it cannot hang the
+stage; a file over ``max_bytes`` is refused before it is read, and an image over
+``max_pixels`` from its header, before its pixels are decoded (``image too large``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -25,6 +32,14 @@ UNREADABLE = "unreadable image"
 TRUNCATED = "truncated image"
 NOT_FOUND = "image not found"
 OUTSIDE_ROOT = "image path outside dataset root"
+NOT_REGULAR = "not a regular file"
+TOO_LARGE = "image too large"
+
+# File contents kept for rows that share an image: small, so that the seeds stage holds
+# about this much image data however many distinct images a source has.
+CACHE_BYTES = 32 * 2**20
+MAX_IMAGE_MB = 64.0  # default cap on one image file's size
+MAX_IMAGE_PIXELS = 64_000_000  # default cap on width x height (8000 x 8000)
 
 
 class Problem(NamedTuple):
@@ -34,12 +49,13 @@ class Problem(NamedTuple):
     detail: str = ""
 
 
-def check_image_bytes(data: bytes) -> Problem | None:
+def check_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Problem | None:
     """Decode ``data`` fully; return None when it is a complete image, else the problem.
 
     PIL reads only the header in ``open`` and the pixels in ``load``: a failure in
     ``open`` means "not an image at all", a failure in ``load`` means the header is
-    fine but the pixel data is cut short or corrupt.
+    fine but the pixel data is cut short or corrupt. An image of more than
+    ``max_pixels`` is refused from its header, before any pixel is decoded.
     """
     try:
         with warnings.catch_warnings():
@@ -47,8 +63,14 @@ def check_image_bytes(data: bytes) -> Problem | None:
             # change PIL's global bomb limit, which still rejects absurd sizes.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # beyond even PIL's own limit
+        return Problem(TOO_LARGE, _short(exc))
     except Exception as exc:  # PIL raises a zoo of types for garbage input
         return Problem(UNREADABLE, _short(exc))
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        return Problem(TOO_LARGE, f"{width}x{height} = {width * height:,} pixels, over max_image_pixels={max_pixels:,}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -77,9 +99,12 @@ class ImageLoader:
     re-read from disk but never decoded twice.
     """
 
-    def __init__(self, root: Path, cache_bytes: int = 256 * 1024 * 1024):
+    def __init__(self, root: Path, cache_bytes: int | None = None,
+                 max_bytes: int = int(MAX_IMAGE_MB * 2**20), max_pixels: int = MAX_IMAGE_PIXELS):
         self.root = Path(root).resolve()
-        self._cache_bytes = cache_bytes
+        self._cache_bytes = CACHE_BYTES if cache_bytes is None else cache_bytes
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
         self._refs: dict[str, Path | Problem] = {}  # row's path string -> resolved file
         self._verdicts: dict[str, Problem | None] = {}  # resolved file -> decode verdict
         self._data: OrderedDict[str, bytes] = OrderedDict()
@@ -115,29 +140,59 @@ class ImageLoader:
             self._data.move_to_end(key)
             return data
         try:
-            data = resolved.read_bytes()
+            data = self._read(resolved, ref)
         except FileNotFoundError:
             return self._remember(key, Problem(NOT_FOUND, ref))
         except IsADirectoryError:
             return self._remember(key, Problem(UNREADABLE, f"{ref} is a directory"))
         except OSError as exc:
             return self._remember(key, Problem(UNREADABLE, f"{ref}: {_short(exc)}"))
+        if isinstance(data, Problem):
+            return self._remember(key, data)
         if verdict is ...:
-            problem = check_image_bytes(data)
+            problem = check_image_bytes(data, self.max_pixels)
             if problem is not None:
                 return self._remember(key, Problem(problem.reason, f"{ref}: {problem.detail}"))
             self._verdicts[key] = None
         self._keep(key, data)
         return data
 
+    def _read(self, resolved: Path, ref: str) -> bytes | Problem:
+        """The file's bytes, or why they are not read: not a regular file, or too large.
+
+        The type is checked on ``stat`` before any open (opening a FIFO for reading blocks
+        until a writer comes), and again on the open descriptor (non-blocking), so a file
+        swapped for a FIFO in between cannot hang the read either.
+        """
+        st = os.stat(resolved)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(ref)
+            return Problem(NOT_REGULAR, f"{ref} is a {_file_kind(st.st_mode)}")
+        if st.st_size > self.max_bytes:
+            return Problem(TOO_LARGE, f"{ref}: {st.st_size:,} bytes, over max_image_mb={self.max_bytes / 2**20:g}")
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return Problem(NOT_REGULAR, f"{ref} is a {_file_kind(st.st_mode)}")
+            data = f.read(min(st.st_size, self.max_bytes) + 1)  # sized by the file: no cap-sized buffer
+            if len(data) > self.max_bytes or (len(data) > st.st_size and f.read(1)):
+                data += f.read(self.max_bytes + 1 - len(data))  # it grew after the stat
+        if len(data) > self.max_bytes:
+            return Problem(TOO_LARGE, f"{ref}: over max_image_mb={self.max_bytes / 2**20:g}")
+        return data
+
     def load_bytes(self, data: bytes) -> bytes | Problem:
         """Validate inline image bytes (a Parquet binary cell or an HF Image struct)."""
         if not data:
             return Problem(UNREADABLE, "empty bytes")
+        if len(data) > self.max_bytes:
+            return Problem(TOO_LARGE, f"{len(data):,} bytes, over max_image_mb={self.max_bytes / 2**20:g}")
         key = "bytes:" + hashlib.blake2b(data, digest_size=16).hexdigest()
         verdict = self._verdicts.get(key, ...)
         if verdict is ...:
-            verdict = self._remember(key, check_image_bytes(data))
+            verdict = self._remember(key, check_image_bytes(data, self.max_pixels))
         return data if verdict is None else verdict
 
     def _remember(self, key: str, verdict: Problem | None):
@@ -152,3 +207,20 @@ class ImageLoader:
         while self._data_size > self._cache_bytes:
             _, old = self._data.popitem(last=False)
             self._data_size -= len(old)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def image_loader(cfg: object, root: Path) -> ImageLoader:
+    """The loader for one source, with the recipe's ``max_image_mb`` and ``max_image_pixels``."""
+    mb = getattr(cfg, "max_image_mb", None)
+    pixels = getattr(cfg, "max_image_pixels", None)
+    return ImageLoader(root, max_bytes=int((MAX_IMAGE_MB if mb is None else mb) * 2**20),
+                       max_pixels=MAX_IMAGE_PIXELS if pixels is None else int(pixels))

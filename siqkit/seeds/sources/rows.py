@@ -4,7 +4,8 @@ Every file reader parses its format into plain Python dicts and hands them to a
 :class:`RowValidator`, so that JSONL, CSV, Parquet and Hugging Face rows obey exactly
 the same rules:
 
-- question: required, a non-blank string (surrounding whitespace is stripped);
+- question: required, a non-blank string (surrounding whitespace is stripped); a NUL
+  character in the question, answer or caption quarantines the row;
 - answer: optional; numbers become strings (``3.0`` -> ``"3"``), booleans "yes"/"no",
   an empty string or NaN counts as no answer;
 - split: the split column if present and non-empty, else the source's default split;
@@ -33,6 +34,7 @@ from .images import ImageLoader, Problem
 MISSING = "missing field"
 WRONG_TYPE = "wrong type"
 EMPTY_QUESTION = "empty question"
+NUL_CHARACTER = "NUL character"  # text no tokenizer or terminal handles sanely; usually a binary file
 
 _TYPE_NAMES = {
     type(None): "null",
@@ -156,11 +158,15 @@ class RowValidator:
         question = question.strip()
         if not question:
             return Reject(file, line, qcol, EMPTY_QUESTION)
+        if "\0" in question:
+            return Reject(file, line, qcol, NUL_CHARACTER, f"at character {question.index(chr(0)) + 1}")
 
         acol = self.fields.get("answer")
         answer = answer_text(row.get(acol)) if acol else None
         if isinstance(answer, Problem):
             return Reject(file, line, acol, answer.reason, answer.detail)
+        if answer is not None and "\0" in answer:
+            return Reject(file, line, acol, NUL_CHARACTER, f"at character {answer.index(chr(0)) + 1}")
 
         metadata = {k: jsonable(v) for k, v in row.items() if k not in self._mapped}
         ccol = self.fields.get("caption")
@@ -168,6 +174,8 @@ class RowValidator:
         if caption is not None:
             if not isinstance(caption, str):
                 return Reject(file, line, ccol, WRONG_TYPE, f"expected string, got {type_name(caption)}")
+            if "\0" in caption:
+                return Reject(file, line, ccol, NUL_CHARACTER, f"at character {caption.index(chr(0)) + 1}")
             if caption.strip():
                 metadata["caption"] = caption.strip()
 

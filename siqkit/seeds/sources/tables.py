@@ -33,7 +33,7 @@ from .base import (
     tree_stat,
 )
 from .files import label_for
-from .images import ImageLoader
+from .images import image_loader
 from .rows import RowValidator
 
 _BATCH_ROWS = 64  # rows may carry embedded images of a few MB each
@@ -104,7 +104,7 @@ class ParquetSource:
         )
 
     def read(self) -> Iterator[RawSeed | Reject]:
-        validator = RowValidator(self.fields, self.default_split, self.splits, ImageLoader(self.root))
+        validator = RowValidator(self.fields, self.default_split, self.splits, image_loader(self._cfg, self.root))
         with self._file() as pf:
             _check_columns(self.path, pf.schema_arrow.names, self.fields["question"])
             row = 0
@@ -185,7 +185,7 @@ class HfDiskSource:
         return digest(parts)
 
     def read(self) -> Iterator[RawSeed | Reject]:
-        loader = ImageLoader(self.root)  # shared across splits: same images, same verdicts
+        loader = image_loader(self._cfg, self.root)  # shared across splits: same images, same verdicts
         validator = RowValidator(self.fields, self.default_split, self.splits, loader)
         parts = self._parts()
         for split, ds in parts:  # all splits checked before the first row is yielded
