@@ -20,7 +20,7 @@ from siqkit.train.config import StudentConfig, TrainConfig
 
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "vllm", "llama_cpp", "openai", "python")
-DIGIT_OPERATIONS = ("add", "subtract", "multiply", "add_multiply", "multiply_add")  # the last two: two steps, three numbers
+DIGIT_OPERATIONS = ("add", "subtract", "multiply", "add_add", "add_multiply", "multiply_add")  # the last two: two steps, three numbers
 INTERNAL_KEYS = ("is_tiny", "path")  # Recipe fields set by load_recipe, not by the YAML
 FIELD_DEFAULTS = {"question": "question", "answer": "answer", "image": "image",
                   "split": "split", "caption": "caption"}  # our field name -> column name

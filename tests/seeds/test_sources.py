@@ -703,9 +703,9 @@ def test_digits_two_step_questions_show_three_numbers():
 
     target = load_digits().target
     mixed = list(build_source(cfg("digits", num_images={"train": 200}, max_digits=1,
-                                  operations=["add", "add_multiply", "multiply_add"]), seed=7).read())
+                                  operations=["add", "add_add", "add_multiply", "multiply_add"]), seed=7).read())
     ops = {s.metadata["operation"] for s in mixed}
-    assert ops == {"add", "add_multiply", "multiply_add"}
+    assert ops == {"add", "add_add", "add_multiply", "multiply_add"}
     for s in mixed:
         values = [int("".join(str(target[g]) for g in number)) for number in s.metadata["glyphs"]]
         assert s.metadata["numbers"] == values
@@ -714,7 +714,7 @@ def test_digits_two_step_questions_show_three_numbers():
         assert (s.metadata["steps"], s.metadata["difficulty"], s.metadata["task"]) == (
             steps, 2 * steps, f"{steps}-step arithmetic")
         a, b, *c = values
-        expected = {"add": a + b, "add_multiply": (a + b) * (c or [0])[0],
+        expected = {"add": a + b, "add_add": a + b + sum(c), "add_multiply": (a + b) * (c or [0])[0],
                     "multiply_add": a * b + (c or [0])[0]}[s.metadata["operation"]]
         assert s.answer == str(expected)
         image = Image.open(io.BytesIO(s.images[0]))

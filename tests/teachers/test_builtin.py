@@ -257,7 +257,7 @@ def test_digit_reader_brief_detail(digit_test):
 
 def test_digit_reader_works_two_step_questions_in_two_steps():
     cfg = SimpleNamespace(name="digits", type="digits", num_images={"test": 200}, max_digits=1,
-                          operations=["add_multiply", "multiply_add"], test_fraction=0.25, splits=None)
+                          operations=["add_add", "add_multiply", "multiply_add"], test_fraction=0.25, splits=None)
     seeds = list(DigitsSource(cfg, 0).read())
     brief = DigitTeacher(detail="brief").generate(digit_batch(seeds))
     assert 0.85 < accuracy(brief, [s.answer for s in seeds]) < 1.0
@@ -267,7 +267,8 @@ def test_digit_reader_works_two_step_questions_in_two_steps():
         if not out.text.startswith(f"1. The numbers are {a}, {b} and {c}.\n"):
             continue  # a misread glyph
         read_right += 1
-        first, then = ("+", "×") if s.metadata["operation"] == "add_multiply" else ("×", "+")
+        first, then = {"add_add": ("+", "+"), "add_multiply": ("+", "×"),
+                       "multiply_add": ("×", "+")}[s.metadata["operation"]]
         mid = a + b if first == "+" else a * b
         assert out.text == (f"1. The numbers are {a}, {b} and {c}.\n2. {a} {first} {b} = {mid}.\n"
                             f"3. {mid} {then} {c} = {s.answer}.\n\nAnswer: {s.answer}")

@@ -10,9 +10,9 @@ digits, ink 0-16, bundled with the package). Generation, all deterministic in ``
    operations on two numbers: "add" (sum), "multiply" (product) and "subtract", phrased
    as "the larger number minus the smaller number" so the gold answer is never negative
    and never depends on reading order. Two-step operations on three numbers, read left
-   to right, which cannot be answered at a glance: "add_multiply" (add the first two,
-   then multiply by the third) and "multiply_add" (multiply the first two, then add the
-   third).
+   to right, which cannot be answered at a glance: "add_add" (the sum of the three, one
+   addition after the other), "add_multiply" (add the first two, then multiply by the
+   third) and "multiply_add" (multiply the first two, then add the third).
 3. Each image shows as many numbers as its operation takes, each of 1..``max_digits``
    digits (no leading zeros), every digit drawn as a random glyph of that digit from the
    split's pool.
@@ -50,11 +50,12 @@ QUESTIONS = {
     "add": "What is the sum of the two numbers in the image?",
     "subtract": "What is the larger number minus the smaller number in the image?",
     "multiply": "What is the product of the two numbers in the image?",
+    "add_add": "What is the sum of the three numbers in the image?",
     "add_multiply": "Add the first two numbers in the image, then multiply the sum by the third. What is the result?",
     "multiply_add": "Multiply the first two numbers in the image, then add the third. What is the result?",
 }
-ARITY = {"add": 2, "subtract": 2, "multiply": 2, "add_multiply": 3, "multiply_add": 3}
-STEPS = {"add": 1, "subtract": 1, "multiply": 1, "add_multiply": 2, "multiply_add": 2}
+ARITY = {"add": 2, "subtract": 2, "multiply": 2, "add_add": 3, "add_multiply": 3, "multiply_add": 3}
+STEPS = {"add": 1, "subtract": 1, "multiply": 1, "add_add": 2, "add_multiply": 2, "multiply_add": 2}
 _COUNT_WORDS = {2: "two", 3: "three"}
 DEFAULT_NUM_IMAGES = {"train": 3000, "test": 600}
 SCALE = 3  # 8 px glyph -> 24 px cell
@@ -65,6 +66,8 @@ _GENERATOR_VERSION = 2  # bump when the images or questions produced here change
 
 def gold_answer(operation: str, a: int, b: int, c: int | None = None) -> int:
     """The exact answer to ``operation`` on the numbers shown (``c``: the third, for two-step ones)."""
+    if operation == "add_add":
+        return a + b + c
     if operation == "add_multiply":
         return (a + b) * c
     if operation == "multiply_add":

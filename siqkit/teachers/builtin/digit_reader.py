@@ -19,9 +19,9 @@ seed's metadata, which lists the numbers). Steps:
 3. **Compute.** The operation comes from the question's words (sum/add/plus,
    product/multiply/times, minus/difference/subtract); "the larger number minus the
    smaller number" and "difference" give a non-negative result. A question on three
-   numbers ("add the first two numbers …, then multiply the sum by the third";
-   "multiply the first two …, then add the third") is worked in two steps, each written
-   out.
+   numbers ("the sum of the three numbers"; "add the first two numbers …, then multiply
+   the sum by the third"; "multiply the first two …, then add the third") is worked in two
+   steps, each written out.
 
 Output: numbered steps, then a final ``Answer: N`` line (no think tags, unlike the
 perception teacher), which :func:`siqkit.teachers.parse.parse_cot` reads as reasoning
@@ -50,6 +50,7 @@ from siqkit.teachers.builtin import Phrasing, check_detail, detail_for, failure_
 INK_MIN = 1.0  # a cell whose brightest 8x8 ink value is below this (of 16) is empty
 
 _TWO_STEP = (
+    ("add_add", re.compile(r"\bsum of the three\b")),
     ("add_multiply", re.compile(r"\badd\b.*\bthen multiply")),
     ("multiply_add", re.compile(r"\bmultiply\b.*\bthen add")),
 )
@@ -132,8 +133,8 @@ class Reading:
 
 
 def operation_of(question: str) -> str | None:
-    """add, subtract, multiply, add_multiply or multiply_add, from the question's words;
-    None when none is named."""
+    """add, subtract, multiply, add_add, add_multiply or multiply_add, from the question's
+    words; None when none is named."""
     q = question.lower()
     for name, pattern in _TWO_STEP + _OPERATIONS:
         if pattern.search(q):
@@ -170,7 +171,7 @@ def solve(question: str, reading: Reading, say: Phrasing, detail: str = "full") 
     if op is None:
         raise ValueError("the question names no sum, difference or product")
     values = reading.values
-    wanted = 3 if op in ("add_multiply", "multiply_add") else 2
+    wanted = 3 if op in ("add_add", "add_multiply", "multiply_add") else 2
     if len(values) != wanted:
         raise ValueError(f"read {len(values)} numbers, but the question is about {wanted}")
     if wanted == 3:
