@@ -29,7 +29,7 @@ def test_rows_name_what_each_model_is_and_teachers_use_the_same_seeds(quickstart
     store = Store.open(run)
     try:
         picked = store.con.execute(
-            "SELECT id, source FROM seeds WHERE split = 'test' ORDER BY id LIMIT 40").fetchall()
+            "SELECT id, source FROM seeds WHERE split = 'test' AND selected ORDER BY id LIMIT 40").fetchall()
         seeds = [sid for sid, _ in picked]
         TASKS.update(picked)
         train_run = store.begin_stage("train", {})
