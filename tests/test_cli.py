@@ -23,7 +23,7 @@ def test_check_prints_the_plan(cli):
     assert res.returncode == 0, res.stderr
     assert "recipe OK" in res.stdout
     for word in ("stages", "seeds", "will run", "answer-only twin", "held-out seeds", "easy_vqa", "48,248", "digits",
-                 "3,600", "built from scratch"):
+                 "3,500", "built from scratch", "100 held-out seeds of test per task"):
         assert word in res.stdout, word
     res = cli("check", str(REPO / "recipes" / "quickstart.yaml"), "--json", "--set", "seeds.sources[1].max=10")
     assert '"max": 10' in res.stdout

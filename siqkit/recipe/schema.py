@@ -339,21 +339,14 @@ class EvalConfig(_Model):
     # seeds without the field fall back to their source's name).
     task_by: str = "source"
     tasks: list[str] | None = None  # only these tasks; None: every task among the held-out seeds
-    per_task: int = 100  # held-out seeds per task (all of a task's, when it has fewer)
-    max_seeds: int | None = None  # a cap on the total, shared equally by the tasks
+    per_task: int = Field(100, ge=1)  # held-out seeds per task (all of a task's, when it has fewer)
+    max_seeds: int | None = Field(None, ge=1)  # a cap on the total, shared equally by the tasks
 
     @field_validator("task_by")
     @classmethod
     def _task_by(cls, v: str) -> str:
         if v != "source" and not re.fullmatch(r"metadata\.[A-Za-z_][A-Za-z0-9_]*", v):
             raise ValueError(f"'{v}': use 'source' or 'metadata.<field>' (e.g. metadata.operation)")
-        return v
-
-    @field_validator("per_task", "max_seeds")
-    @classmethod
-    def _positive(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"must be at least 1 (got {v})")
         return v
 
 
