@@ -161,8 +161,8 @@ def _print_evaluation(rows: list[dict], console: Console) -> None:
                right=tuple(cols[1 + wide:]), keep=("model", "overall", "correct"),
                caption="accuracy = correct / questions with a gold answer; a missing answer counts as wrong")
     for r in rows:
-        c = cells(r, tasks)
-        by_task = [c[k] if wide else c[k].split(" (")[0] for k in tasks]
+        c = cells(r, tasks, counts=wide)
+        by_task = [c[k] for k in tasks]
         t.add_row(r["model"], *([r["what"]] if wide else []), *by_task, c["accuracy"], c["correct"],
                   *([c["format_ok"], c["reasoning_tokens"]] if wide or not tasks else []))
     console.print(t)

@@ -45,7 +45,7 @@ def _scores(found: list[tuple]) -> dict[str, dict]:
             for t, n, j, c in found if t is not None}
 
 
-def _output_tasks(store: Any, run: int, label: str) -> dict[str, dict]:
+def output_tasks(store: Any, run: int, label: str) -> dict[str, dict]:
     """Per-task counts of one evaluation (``label``) of ``run``, from ``eval_outputs``."""
     return _scores(store.con.execute(
         """SELECT task, count(*), count(correct), count(*) FILTER (WHERE correct) FROM eval_outputs
@@ -81,7 +81,7 @@ def _student_rows(store: Any) -> tuple[list[dict], int | None]:
             what += "; CoT-distilled"
         rows.append({"model": f"student {label}", "role": "student", "what": what, "seeds": seeds,
                      "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
-                     "mean_reasoning_tokens": rtok, "label": label, "tasks": _output_tasks(store, run, label)})
+                     "mean_reasoning_tokens": rtok, "label": label, "tasks": output_tasks(store, run, label)})
     return rows, run
 
 
@@ -115,7 +115,7 @@ def _gguf_rows(store: Any) -> list[dict]:
     return [{"model": f"exported {label.removeprefix('gguf-')} GGUF", "role": "gguf",
              "what": "the exported file in llama.cpp (with its mmproj for images)", "seeds": seeds,
              "judged": judged, "correct": correct, "accuracy": acc, "format_ok": fmt,
-             "mean_reasoning_tokens": rtok, "label": label, "tasks": _output_tasks(store, run, label)}
+             "mean_reasoning_tokens": rtok, "label": label, "tasks": output_tasks(store, run, label)}
             for label, seeds, judged, correct, acc, fmt, rtok in evals]
 
 
@@ -134,19 +134,19 @@ def task_names(rows: list[dict]) -> list[str]:
     return sorted({t for r in rows for t in r.get("tasks") or {}})
 
 
-def _score(acc: float | None, correct: int, judged: int) -> str:
-    return "-" if acc is None else f"{acc:.1%} ({correct:,}/{judged:,})"
-
-
-def cells(row: dict, tasks: list[str] | None = None) -> dict[str, str]:
-    """A row's numbers as text, the same in every view: accuracy as a percentage with its
-    counts, per task (``tasks``, a key per task) and overall; "-" when absent."""
+def cells(row: dict, tasks: list[str] | None = None, counts: bool = True) -> dict[str, str]:
+    """A row's numbers as text, the same in every view: accuracy as a percentage, per task
+    (``tasks``, a key per task; with its counts unless ``counts`` is false) and overall; "-"
+    when absent."""
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    per = row.get("tasks") or {}
-    out = {t: _score(per[t]["accuracy"], per[t]["correct"], per[t]["judged"]) if t in per else "-"
-           for t in tasks or []}
+    out = {}
+    for t in tasks or []:
+        score = (row.get("tasks") or {}).get(t)
+        out[t] = "-" if score is None else fmt(score["accuracy"], ".1%")
+        if counts and score is not None and score["accuracy"] is not None:
+            out[t] += f" ({score['correct']:,}/{score['judged']:,})"
     return {**out, "accuracy": fmt(row["accuracy"], ".1%"), "correct": f"{row['correct']:,} / {row['judged']:,}",
             "format_ok": fmt(row["format_ok"], ".0%"), "reasoning_tokens": fmt(row["mean_reasoning_tokens"], ".0f")}
 

@@ -75,11 +75,13 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     failures = [] if not cfg.verify else [f"{cfg.quant}: {x}" for f in result["files"] if f["quant"] == cfg.quant
                                           for x in (f.get("verify") or {}).get("failures") or []]
     if cfg.evaluate and recipe.student is not None:
-        evals = {q: evaluate_gguf(store, recipe, out_dir / f"{name}.{q}.gguf", mmproj, q) for q in [cfg.quant, *others]}
-        brief = {q: {k: v for k, v in e.items() if k != "seed_ids"} for q, e in evals.items()}
-        counts["eval"] = brief[cfg.quant]
-        counts["compare"] = {q: brief[q] for q in others}
-        drop = accuracy_drop(store, model, evals[cfg.quant])
+        files = {q: out_dir / f"{name}.{q}.gguf" for q in [cfg.quant, *others]}
+        results = evaluate_ggufs(store, recipe, files, mmproj)
+        evals = {q: {k: r[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok", "tasks")}
+                 for q, r in results.items()}
+        counts["eval"] = evals.get(cfg.quant, {})
+        counts["compare"] = {q: evals[q] for q in others if q in evals}
+        drop = accuracy_drop(store, model, results[cfg.quant]) if results else {}
         if drop:
             counts["accuracy_drop"] = drop
             failures += [f"{cfg.quant} answers {d:.1%} of {where} worse than the student (at most "
@@ -100,25 +102,26 @@ def run_export(store: Store, recipe: Recipe, strict: bool = False) -> dict:
 
 
 def accuracy_drop(store: Store, model: Path, gguf_eval: dict) -> dict[str, float]:
-    """How much held-out accuracy the exported file lost against the student evaluation of
-    ``model`` on the same seeds: ``{"overall": ..., "task <name>": ...}``; empty when the
-    student was not evaluated on them."""
-    from siqkit.evaluate.evaluate import task_scores
+    """How much held-out accuracy the exported file lost (``gguf_eval``, an
+    :func:`~siqkit.evaluate.evaluate.evaluate_student` result) against the newest student
+    evaluation of ``model`` on the same seeds: ``{"overall": ..., "task <name>": ...}``; empty
+    when the student was not evaluated on them."""
+    from siqkit.evaluate.table import output_tasks
 
     found = store.con.execute(
-        """SELECT e.stage_run, e.after_stage FROM eval_runs e WHERE e.model_dir = ?
-           ORDER BY e.stage_run DESC LIMIT 1""", [str(model)]).fetchone()
-    if not found or not gguf_eval:
+        """SELECT stage_run, after_stage, accuracy FROM eval_runs WHERE model_dir = ?
+           ORDER BY stage_run DESC LIMIT 1""", [str(model)]).fetchone()
+    if not found:
         return {}
-    rows = [{"seed_id": sid, "task": task, "correct": correct} for sid, task, correct in store.con.execute(
-        "SELECT seed_id, task, correct FROM eval_outputs WHERE stage_run = ? AND after_stage = ?", found).fetchall()]
-    if sorted(r["seed_id"] for r in rows) != sorted(gguf_eval["seed_ids"]):
+    run, label, accuracy = found
+    seeds = [r[0] for r in store.con.execute(
+        "SELECT seed_id FROM eval_outputs WHERE stage_run = ? AND after_stage = ?", [run, label]).fetchall()]
+    if sorted(seeds) != sorted(r["seed_id"] for r in gguf_eval["rows"]):
         return {}
-    student = task_scores([{**r, "task": None} for r in rows])[None]
-    out = {"overall": (student["accuracy"] or 0.0) - (gguf_eval["accuracy"] or 0.0)}
-    mine = gguf_eval.get("tasks") or {}
-    for task, score in task_scores(rows).items():
-        if task is not None and task in mine:
+    out = {"overall": (accuracy or 0.0) - (gguf_eval["accuracy"] or 0.0)}
+    mine = gguf_eval["tasks"]
+    for task, score in output_tasks(store, run, label).items():
+        if task in mine:
             out[f"task {task}"] = (score["accuracy"] or 0.0) - (mine[task]["accuracy"] or 0.0)
     return out
 
@@ -132,8 +135,9 @@ def _add_verdict(gguf: Path, drop: dict[str, float], limit: float) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None, quant: str | None = None) -> dict:
-    """Accuracy of the exported file in llama.cpp on the held-out seeds the student was evaluated on."""
+def evaluate_ggufs(store: Store, recipe: Recipe, files: dict[str, Path], mmproj: Path | None) -> dict[str, dict]:
+    """Each exported file (by quant) in llama.cpp on the held-out seeds the student was
+    evaluated on, recorded as ``gguf-<quant>``; the :func:`evaluate_student` results by quant."""
     from siqkit.evaluate.evaluate import evaluate_student
     from siqkit.evaluate.stage import record_evals
     from siqkit.train.data import training_seed_ids
@@ -141,16 +145,17 @@ def evaluate_gguf(store: Store, recipe: Recipe, gguf: Path, mmproj: Path | None,
 
     seeds = eval_seeds(store, recipe)
     if not seeds:
-        log.info("export: no held-out seeds to evaluate %s on", gguf.name)
+        log.info("export: no held-out seeds to evaluate %s on", ", ".join(p.name for p in files.values()))
         return {}
-    label = f"gguf-{quant or recipe.export.quant}"
     train_ids = training_seed_ids(recipe.run_dir / "datasets" / recipe.train.dataset)
     cfg = recipe.train
-    result = evaluate_student(gguf, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
-                              text_only=None if mmproj is not None else True, image_text=recipe.student.image_text,
-                              mmproj=mmproj, table_rows=cfg.eval_table_rows, label=label,
-                              out_dir=recipe.run_dir / "export" / "eval" / label)
-    record_evals(store, "export", [result], recipe.run_dir)
-    log.info("eval %s: accuracy %s, format %.2f", label, result["accuracy"], result["format_ok"])
-    return {**{k: result[k] for k in ("label", "seeds", "judged", "correct", "accuracy", "format_ok", "tasks")},
-            "seed_ids": [r["seed_id"] for r in result["rows"]]}
+    results = {}
+    for quant, gguf in files.items():
+        label = f"gguf-{quant}"
+        results[quant] = evaluate_student(
+            gguf, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
+            text_only=None if mmproj is not None else True, image_text=recipe.student.image_text, mmproj=mmproj,
+            table_rows=cfg.eval_table_rows, label=label, out_dir=recipe.run_dir / "export" / "eval" / label)
+        log.info("eval %s: accuracy %s, format %.2f", label, results[quant]["accuracy"], results[quant]["format_ok"])
+    record_evals(store, "export", list(results.values()), recipe.run_dir)
+    return results

@@ -60,10 +60,15 @@ def test_image_count_mismatch_is_an_error_output(fake_openai, ocfg, mk, img):
     assert srv.requests == []
 
 
-def test_api_key_sent_as_bearer_and_never_in_errors(fake_openai, ocfg, mk, monkeypatch, caplog):
+def keyed_teacher(fake_openai, ocfg, monkeypatch, max_retries: int):
+    """A fake server and a teacher on it whose API key (KEY) comes from the environment."""
     monkeypatch.setenv("SIQ_TEST_KEY", KEY)
     srv = fake_openai()
-    t = load_teacher(ocfg((srv.url, 2), api_key_env="SIQ_TEST_KEY", max_retries=1))
+    return srv, load_teacher(ocfg((srv.url, 2), api_key_env="SIQ_TEST_KEY", max_retries=max_retries))
+
+
+def test_api_key_sent_as_bearer_and_never_in_errors(fake_openai, ocfg, mk, monkeypatch, caplog):
+    srv, t = keyed_teacher(fake_openai, ocfg, monkeypatch, max_retries=1)
     with caplog.at_level(logging.DEBUG):
         ok, echoed = t.generate([mk("a", "hello"), mk("b", "[echoauth]")])
     assert ok.finish_reason == "stop"
@@ -75,9 +80,7 @@ def test_api_key_sent_as_bearer_and_never_in_errors(fake_openai, ocfg, mk, monke
 
 
 def test_no_part_of_the_key_survives_a_cut_body_or_a_reply_that_echoes_it(fake_openai, ocfg, mk, monkeypatch, caplog):
-    monkeypatch.setenv("SIQ_TEST_KEY", KEY)
-    srv = fake_openai()
-    t = load_teacher(ocfg((srv.url, 2), api_key_env="SIQ_TEST_KEY", max_retries=0))
+    _, t = keyed_teacher(fake_openai, ocfg, monkeypatch, max_retries=0)
     with caplog.at_level(logging.DEBUG):
         cut, echoed = t.generate([mk("a", "[echoauthcut]"), mk("b", "[echokey]")])
     assert cut.finish_reason == "error" and "HTTP 500" in cut.error
