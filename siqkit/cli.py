@@ -139,15 +139,41 @@ def check(
 def inspect(
     run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
     as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+    trace_key: Optional[str] = typer.Option(None, "--trace", metavar="KEY",
+                                            help="Show every record of one trace (its generation key or a "
+                                                 "unique prefix): seed, generation, annotation, curation."),
 ) -> None:
     """Show what a run folder holds: per-stage counts, seeds by source and split, quarantine and drop reasons."""
-    from siqkit.inspect import print_summary, summarize
+    from siqkit.inspect import print_summary, print_trace, summarize, trace
 
+    if trace_key is not None:
+        records = trace(run_dir, trace_key)
+        if as_json:
+            print(json.dumps(records, indent=2, default=str, ensure_ascii=False))
+        else:
+            print_trace(records)
+        return
     s = summarize(run_dir)
     if as_json:
         print(json.dumps(s, indent=2))
         return
     print_summary(s)
+
+
+@app.command()
+def upgrade(run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>).")) -> None:
+    """Upgrade a run folder's store, written by an older siqkit, to this version's schema, in place."""
+    from siqkit.store import SCHEMA_VERSION, RunLock, Store
+
+    lock = RunLock(run_dir)
+    if not (run_dir / "store.duckdb").is_file():
+        Store.open(run_dir)  # the one-line error for a folder without a store
+    lock.acquire("siqkit upgrade")
+    try:
+        Store.open(run_dir).close()
+    finally:
+        lock.release()
+    console.print(f"{run_dir}: run store at schema version {SCHEMA_VERSION}")
 
 
 @app.command()

@@ -8,6 +8,8 @@ so at 80 columns every model is one line.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from rich import box
@@ -17,6 +19,8 @@ from rich.table import Table
 from siqkit.annotate.stage import teacher_summary
 from siqkit.curate.stage import curation_summary
 from siqkit.evaluate.table import eval_table
+from siqkit.errors import SiqkitError
+from siqkit.records import Annotation, Curation, Generation, Record, Seed
 from siqkit.store import SCHEMA_VERSION, Store
 
 
@@ -63,6 +67,49 @@ def summarize(run_dir: str | Path) -> dict:
         }
     finally:
         store.close()
+
+
+TRACE_RECORDS: tuple[tuple[str, type[Record], str], ...] = (
+    ("seed", Seed, "id = ?"), ("generation", Generation, "key = ?"), ("annotation", Annotation, "key = ?"),
+    ("curation", Curation, "key = ?"),
+)
+"""What ``siqkit inspect --trace`` shows of a trace: each record, every field (the seed by its id)."""
+
+
+def trace(run_dir: str | Path, key: str) -> dict[str, dict]:
+    """Every record the run holds about one trace (a generation key, or a unique prefix of one):
+    its seed, the generation, its annotation and the curate stage's decision; a record the run
+    has not written yet is absent."""
+    store = Store.open(run_dir, read_only=True)
+    try:
+        keys = [k for (k,) in store.con.execute(
+            "SELECT key FROM generations WHERE starts_with(key, ?) ORDER BY key LIMIT 6", [key]).fetchall()]
+        if len(keys) != 1:
+            found = "no trace" if not keys else f"{'more than 5' if len(keys) > 5 else len(keys)} traces"
+            raise SiqkitError(f"{run_dir}: {found} with a key starting '{key}'; give more of the key "
+                              "(a trace's key is the `id` of its row in RUN_DIR/datasets/*/data.jsonl)")
+        seed = store.con.execute("SELECT seed_id FROM generations WHERE key = ?", keys).fetchone()[0]
+        out: dict[str, dict] = {}
+        for name, cls, where in TRACE_RECORDS:
+            found_records = store.read(cls, where, [seed if cls is Seed else keys[0]])
+            if found_records:
+                out[name] = dataclasses.asdict(found_records[0])
+        return out
+    finally:
+        store.close()
+
+
+def print_trace(records: dict[str, dict], console: Console | None = None) -> None:
+    """One two-column table per record of :func:`trace`; long texts wrap, nothing is cut."""
+    from siqkit.progress import out
+
+    console = console or out
+    for name, fields in records.items():
+        t = _table(name, ["field", "value"], console, keep=("field",))
+        for k, v in fields.items():
+            t.add_row(k, "-" if v is None else v if isinstance(v, str) else json.dumps(v, default=str,
+                                                                                      ensure_ascii=False))
+        console.print(t)
 
 
 def _nested(rows: list[tuple]) -> dict[str, dict[str, int]]:

@@ -1,9 +1,12 @@
 """The run store: one DuckDB file per run folder, content-addressed media, and the run lock.
 
 Every stage reads its inputs from here and writes its outputs back, with lineage. The
-tables are defined once, in :data:`SCHEMA`; :data:`SCHEMA_VERSION` is written into the
-file when it is created and checked every time it is opened, so an older or newer
-siqkit refuses a store it does not understand instead of misreading it. A DuckDB file
+tables are defined once, by the table records of :mod:`siqkit.records` (:data:`SCHEMA` is
+derived from them) and created together when the store is. :data:`SCHEMA_VERSION` is
+written into the file and checked every time it is opened: a store of an older version is
+upgraded in place by the steps of :data:`MIGRATIONS` when it is opened for writing (a
+read-only open, such as ``siqkit inspect``, says to run ``siqkit upgrade``), and a store of
+a newer or unknown version is refused instead of misread. A DuckDB file
 that is not a siqkit store (no ``meta`` table, or someone else's tables) is refused after
 a read-only look, never modified.
 
@@ -28,11 +31,12 @@ import threading
 from collections import OrderedDict
 import io
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -40,69 +44,32 @@ from PIL import Image
 
 from siqkit import __version__
 from siqkit.errors import StoreError
+from siqkit.records import TABLES, Record, schema_ddl
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("siqkit.store")
+R = TypeVar("R", bound=Record)
+
+SCHEMA_VERSION = 2
 STORE_FILE = "store.duckdb"
+SCHEMA = schema_ddl()
+"""The DDL of every table, derived from the table records of :mod:`siqkit.records`."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE SEQUENCE IF NOT EXISTS stage_run_id;
--- one row per stage execution: its resolved settings and its counts
-CREATE TABLE IF NOT EXISTS stage_runs (
-    id BIGINT PRIMARY KEY DEFAULT nextval('stage_run_id'),
-    stage VARCHAR NOT NULL, status VARCHAR NOT NULL,      -- running | done | failed
-    started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
-    settings JSON, counts JSON, siqkit_version VARCHAR, error VARCHAR);
--- images, stored once under media/ by the sha256 of their bytes
-CREATE TABLE IF NOT EXISTS media (
-    hash VARCHAR PRIMARY KEY, format VARCHAR, width INTEGER, height INTEGER, size_bytes BIGINT);
--- the seed pool; columns mirror siqkit.records.Seed, plus the pool selection flag
-CREATE TABLE IF NOT EXISTS seeds (
-    id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, split VARCHAR NOT NULL,
-    question VARCHAR NOT NULL, answer VARCHAR, images VARCHAR[], metadata JSON,
-    origin VARCHAR, selected BOOLEAN NOT NULL DEFAULT TRUE);
--- which version of each seed source is fully ingested (for skipping on rerun)
-CREATE TABLE IF NOT EXISTS source_runs (
-    source VARCHAR PRIMARY KEY, fingerprint VARCHAR, finished_at TIMESTAMP, counts JSON);
--- malformed input rows, with where and why
-CREATE TABLE IF NOT EXISTS quarantine (
-    stage VARCHAR NOT NULL, source VARCHAR, file VARCHAR, line INTEGER, field VARCHAR,
-    reason VARCHAR NOT NULL, detail VARCHAR);
--- teacher outputs: one row per work key (seed, teacher, prompt, sampling, sample index)
-CREATE TABLE IF NOT EXISTS generations (
-    key VARCHAR PRIMARY KEY, seed_id VARCHAR NOT NULL, teacher VARCHAR NOT NULL,
-    teacher_identity JSON, prompt JSON, sampling JSON, sample_index INTEGER,
-    raw VARCHAR, reasoning VARCHAR, answer VARCHAR,
-    parse_status VARCHAR, parse_reason VARCHAR, finish_reason VARCHAR, error VARCHAR,
-    prompt_tokens INTEGER, completion_tokens INTEGER, seconds DOUBLE, created_at TIMESTAMP);
--- throughput of each teacher in each generate run
-CREATE TABLE IF NOT EXISTS teacher_runs (
-    stage_run BIGINT, teacher VARCHAR, samples INTEGER, errors INTEGER, seconds DOUBLE,
-    completion_tokens BIGINT, samples_per_s DOUBLE, tokens_per_s DOUBLE);
--- one row per generation: answer check, judge, labels, difficulty, reasoning statistics
-CREATE TABLE IF NOT EXISTS annotations (
-    key VARCHAR PRIMARY KEY, seed_id VARCHAR NOT NULL, teacher VARCHAR NOT NULL, settings VARCHAR,
-    correct BOOLEAN, correct_detail VARCHAR, answer_kind VARCHAR,
-    judge_difficulty INTEGER, judge_quality INTEGER, judge_tags VARCHAR[], judge_error VARCHAR,
-    labels VARCHAR[], reasoning_tokens INTEGER, answer_tokens INTEGER, steps INTEGER, step_rule VARCHAR,
-    pass_rate DOUBLE, samples_judged INTEGER, difficulty INTEGER, difficulty_bucket VARCHAR,
-    difficulty_source VARCHAR);
--- items a stage removed on purpose, with why
-CREATE TABLE IF NOT EXISTS drops (
-    stage VARCHAR NOT NULL, item VARCHAR, source VARCHAR, reason VARCHAR NOT NULL, detail VARCHAR);
--- the curate stage's decision on every trace it considered: kept, or dropped by which layer
--- (rules | dedup | selection) and why; duplicate clusters are named by their kept member
-CREATE TABLE IF NOT EXISTS curation (
-    key VARCHAR PRIMARY KEY, seed_id VARCHAR NOT NULL, teacher VARCHAR NOT NULL, split VARCHAR,
-    kept BOOLEAN NOT NULL, layer VARCHAR, reason VARCHAR, detail VARCHAR,
-    question_cluster VARCHAR, reasoning_cluster VARCHAR, difficulty_bucket VARCHAR, labels VARCHAR[],
-    rank INTEGER, settings VARCHAR);
--- membership of the curated set ('curated') and of each named subset, with its export folder
-CREATE TABLE IF NOT EXISTS curation_subsets (
-    subset VARCHAR NOT NULL, key VARCHAR NOT NULL, path VARCHAR, PRIMARY KEY (subset, key));
--- perceptual fingerprint of stored images (64-bit DCT hash, 8x8 RGB thumbnail; NULL: unreadable)
-CREATE TABLE IF NOT EXISTS media_phash (hash VARCHAR PRIMARY KEY, phash UBIGINT, thumb BLOB);
-"""
+
+def _v1_to_v2(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 1 created the training and evaluation tables on first use (some stores lack
+    them, or ``eval_outputs.task``) and the curation tables only from the curate stage."""
+    con.execute(SCHEMA)
+    con.execute("ALTER TABLE eval_outputs ADD COLUMN IF NOT EXISTS task VARCHAR")
+
+
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _v1_to_v2}
+"""``MIGRATIONS[v]`` upgrades a store of version ``v`` to ``v + 1``, in place."""
+
+
+def seeded_hash(column: str) -> str:
+    """The SQL of a seeded, deterministic hash of ``column`` (bind the recipe seed to its ``?``):
+    ordering by it is how every stage samples rows reproducibly, independent of row order."""
+    return f"md5(CAST(? AS VARCHAR) || ':' || {column})"
 
 
 class MediaStore:
@@ -282,15 +249,25 @@ class Store:
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
     def _check_schema(self, create: bool) -> None:
+        db = self.run_dir / STORE_FILE
         if self.has_table("meta"):
             row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            found = int(row[0]) if row else None
-            if found != SCHEMA_VERSION:
-                self.con.close()
-                raise StoreError(
-                    f"{self.run_dir / STORE_FILE}: run store schema version {found}, but this siqkit "
-                    f"({__version__}) reads version {SCHEMA_VERSION}; use a matching siqkit or a new run folder"
-                )
+            found = int(row[0]) if row and str(row[0]).isdigit() else None
+            if found == SCHEMA_VERSION:
+                return
+            if found is not None and found < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(found, SCHEMA_VERSION)):
+                if not create:  # read-only
+                    self.con.close()
+                    raise StoreError(f"{db}: run store schema version {found}, older than this siqkit's "
+                                     f"{SCHEMA_VERSION}; upgrade it in place with `siqkit upgrade {self.run_dir}` "
+                                     "(any `siqkit run` on it does too)")
+                self._migrate(found)
+                return
+            self.con.close()
+            raise StoreError(
+                f"{db}: run store schema version {found}, but this siqkit ({__version__}) reads version "
+                f"{SCHEMA_VERSION}; use a matching siqkit or a new run folder"
+            )
         elif create:
             self.con.execute(SCHEMA)
             self.con.execute(
@@ -298,7 +275,25 @@ class Store:
                 [str(SCHEMA_VERSION), f"siqkit {__version__}", time.strftime("%Y-%m-%dT%H:%M:%S")],
             )
         else:
-            raise StoreError(f"{self.run_dir / STORE_FILE}: not a siqkit run store (no meta table)")
+            raise StoreError(f"{db}: not a siqkit run store (no meta table)")
+
+    def _migrate(self, found: int) -> None:
+        """Upgrade the store from version ``found``, all steps in one transaction; then check
+        every table has its record's columns, in order."""
+        with self.transaction() as con:
+            for v in range(found, SCHEMA_VERSION):
+                MIGRATIONS[v](con)
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('upgraded_by', ?)", [f"siqkit {__version__}"])
+            for table in TABLES:
+                have = [r[0] for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position", [table.TABLE]).fetchall()]
+                if have != table.columns():
+                    raise StoreError(f"{self.run_dir / STORE_FILE}: cannot upgrade the run store from version "
+                                     f"{found}: table {table.TABLE} has columns {have}, expected "
+                                     f"{table.columns()}; it was left as it was: use a new run folder")
+        log.info("upgraded the run store %s from schema version %d to %d", self.run_dir, found, SCHEMA_VERSION)
 
     def mark_interrupted(self) -> int:
         """Mark stage rows left ``running`` by a process that died; return how many.
@@ -342,6 +337,17 @@ class Store:
         finally:
             self.con.unregister("_insert_rows")
 
+    def write(self, records: Sequence[Record], mode: str = "INSERT") -> None:
+        """Insert records of one table (see :meth:`insert` for ``mode``)."""
+        if records:
+            cls = type(records[0])
+            self.insert(cls.TABLE, cls.columns(), [r.row() for r in records], mode)
+
+    def read(self, cls: type[R], where: str = "", params: Sequence = ()) -> list[R]:
+        """The records of ``cls``'s table matching the SQL ``where`` clause (all when empty)."""
+        sql = f"SELECT {cls.select()} FROM {cls.TABLE}" + (f" WHERE {where}" if where else "")
+        return cls.from_rows(self.con.execute(sql, list(params)).fetchall())
+
     # -- stage bookkeeping -------------------------------------------------------------
 
     def begin_stage(self, stage: str, settings: dict) -> int:
@@ -353,7 +359,7 @@ class Store:
 
     def current_run(self, stage: str) -> int | None:
         """The id of ``stage``'s newest run: inside a stage, the run in progress."""
-        return self.con.execute("SELECT max(id) FROM stage_runs WHERE stage = ?", [stage]).fetchone()[0]
+        return self.con.execute("SELECT max(id) FROM stage_runs WHERE stage = ?", [stage]).fetchall()[0][0]
 
     def end_stage(self, run_id: int, counts: dict, error: str | None = None) -> None:
         self.con.execute(

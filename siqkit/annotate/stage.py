@@ -38,6 +38,7 @@ from siqkit.annotate.stats import reasoning_stats
 from siqkit.generate.prompts import digest, teacher_identity
 from siqkit.progress import track
 from siqkit.recipe import Recipe
+from siqkit.records import Annotation, Generation, Seed
 from siqkit.store import Store
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput
 from siqkit.teachers.registry import load_teacher
@@ -45,9 +46,6 @@ from siqkit.teachers.registry import load_teacher
 log = logging.getLogger("siqkit.annotate")
 
 CHUNK = 512
-ANNOTATION_COLUMNS = ["key", "seed_id", "teacher", "settings", "correct", "correct_detail", "answer_kind",
-                      "judge_difficulty", "judge_quality", "judge_tags", "judge_error", "labels",
-                      "reasoning_tokens", "answer_tokens", "steps", "step_rule"]
 JUDGE_SYSTEM = (
     "You grade one reasoning trace written by a teacher model for a question about an image. "
     "Reply with a JSON object only, no prose: "
@@ -62,12 +60,12 @@ def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     settings = {"answer_kind": cfg.answer_kind, "tolerance": cfg.tolerance, "judge_all": cfg.judge_all,
                 "judge": teacher_identity(judge_cfg) if judge_cfg else None}
     sh = digest(settings, 16)
-    rows = store.con.execute(
-        """SELECT g.key, g.seed_id, g.teacher, g.reasoning, g.answer, s.question, s.answer, s.source,
-                  s.images, g.raw
-           FROM generations g JOIN seeds s ON s.id = g.seed_id
-           LEFT JOIN annotations a ON a.key = g.key
-           WHERE a.key IS NULL OR a.settings != ? ORDER BY g.key""", [sh]).fetchall()
+    n = len(Generation.columns())
+    rows = [(Generation.from_row(r[:n]), Seed.from_row(r[n:])) for r in store.con.execute(
+        f"""SELECT {Generation.select("g")}, {Seed.select("s")}
+            FROM generations g JOIN seeds s ON s.id = g.seed_id
+            LEFT JOIN annotations a ON a.key = g.key
+            WHERE a.key IS NULL OR a.settings != ? ORDER BY g.key""", [sh]).fetchall()]
     counts: dict = {"annotated": len(rows), "judged": 0, "judge_errors": 0}
     if not rows:
         log.info("annotate: every trace is already annotated with these settings")
@@ -78,9 +76,9 @@ def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
             verdicts = _judge(store, judge, judge_cfg, chunk, cfg, recipe.seed) if judge else {}
             counts["judged"] += len(verdicts)
             counts["judge_errors"] += sum(1 for v in verdicts.values() if isinstance(v, str))
-            out = [_annotate(r, verdicts.get(r[0]), cfg, sh) for r in chunk]
+            out = [_annotate(g, seed, verdicts.get(g.key), cfg, sh) for g, seed in chunk]
             with store.transaction():
-                store.insert("annotations", ANNOTATION_COLUMNS, out, "INSERT OR REPLACE")
+                store.write(out, "INSERT OR REPLACE")
     finally:
         if judge is not None:
             judge.close()
@@ -91,48 +89,50 @@ def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     return counts
 
 
-def _annotate(row: tuple, verdict, cfg, sh: str) -> tuple:
-    key, seed_id, teacher, reasoning, answer, question, gold, source, images, _ = row
-    correct, detail = judge_answer(answer, gold, cfg.answer_kind, cfg.tolerance)
+def _annotate(g: Generation, seed: Seed, verdict, cfg, sh: str) -> Annotation:
+    gold = seed.answer
+    correct, detail = judge_answer(g.answer, gold, cfg.answer_kind, cfg.tolerance)
     kind = None if gold is None or not str(gold).strip() else (
         infer_kind(str(gold)) if cfg.answer_kind == "auto" else cfg.answer_kind)
-    stats = reasoning_stats(reasoning, answer)
+    stats = reasoning_stats(g.reasoning, g.answer)
     ok = isinstance(verdict, dict)
-    return (
-        key, seed_id, teacher, sh, correct, detail, kind,
-        verdict["difficulty"] if ok else None, verdict["quality"] if ok else None,
-        verdict["tags"] if ok else None, verdict if isinstance(verdict, str) else None,
-        task_labels(question, source, gold, has_image=bool(images)),
-        stats.tokens, stats.answer_tokens, stats.steps, stats.step_rule,
+    return Annotation(
+        key=g.key, seed_id=g.seed_id, teacher=g.teacher, settings=sh, correct=correct, correct_detail=detail,
+        answer_kind=kind, judge_difficulty=verdict["difficulty"] if ok else None,
+        judge_quality=verdict["quality"] if ok else None, judge_tags=verdict["tags"] if ok else None,
+        judge_error=verdict if isinstance(verdict, str) else None,
+        labels=task_labels(seed.question, seed.source, gold, has_image=bool(seed.images)),
+        reasoning_tokens=stats.tokens, answer_tokens=stats.answer_tokens, steps=stats.steps,
+        step_rule=stats.step_rule,
     )
 
 
-def _judge(store: Store, judge, judge_cfg, chunk: list[tuple], cfg, seed: int) -> dict:
+def _judge(store: Store, judge, judge_cfg, chunk: list[tuple[Generation, Seed]], cfg, seed: int) -> dict:
     """Verdict dict or error string per generation key, for the traces that need judging."""
-    todo = [r for r in chunk if cfg.judge_all or r[6] is None or not str(r[6]).strip()]
+    todo = [(g, s) for g, s in chunk if cfg.judge_all or s.answer is None or not str(s.answer).strip()]
     verdicts: dict = {}
-    pending = {r[0]: (r, _judge_messages(r)) for r in todo}
+    pending = {g.key: ((g, s), _judge_messages(g, s)) for g, s in todo}
     for attempt in range(cfg.judge_retries + 1):
         if not pending:
             break
         inputs = [
-            TeacherInput(key=f"judge:{k}:{attempt}", seed_id=r[1], question=r[5],
-                         images=[store.media.image(h, max_pixels=judge_cfg.max_pixels) for h in r[8]],
+            TeacherInput(key=f"judge:{k}:{attempt}", seed_id=g.seed_id, question=s.question,
+                         images=[store.media.image(h, max_pixels=judge_cfg.max_pixels) for h in s.images],
                          messages=msgs,
                          sampling=Sampling(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0,
                                            seed=seed))
-            for k, (r, msgs) in pending.items()
+            for k, ((g, s), msgs) in pending.items()
         ]
         chunk = getattr(judge, "window", None) or judge_cfg.batch_size or DEFAULT_BATCH
         outputs = []
         for j in range(0, len(inputs), chunk):
             outputs += judge.generate(inputs[j: j + chunk])
         retry = {}
-        for (k, (r, msgs)), out in zip(list(pending.items()), outputs):
+        for (k, (pair, msgs)), out in zip(list(pending.items()), outputs):
             result = parse_judge_json(out.text) if out.finish_reason != "error" else f"judge failed: {out.error}"
             verdicts[k] = result
             if isinstance(result, str) and out.finish_reason != "error":
-                retry[k] = (r, msgs + [
+                retry[k] = (pair, msgs + [
                     {"role": "assistant", "content": out.text},
                     {"role": "user", "content": f"That was not valid ({result}). Reply with the JSON object only."},
                 ])
@@ -140,13 +140,12 @@ def _judge(store: Store, judge, judge_cfg, chunk: list[tuple], cfg, seed: int) -
     return verdicts
 
 
-def _judge_messages(r: tuple) -> list[dict]:
-    _, _, teacher, _, _, question, gold, _, images, raw = r
-    text = f"Question: {question}\n"
-    if gold is not None and str(gold).strip():
-        text += f"Reference answer: {gold}\n"
-    text += f"Trace by teacher '{teacher}':\n{raw}"
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+def _judge_messages(g: Generation, seed: Seed) -> list[dict]:
+    text = f"Question: {seed.question}\n"
+    if seed.answer is not None and str(seed.answer).strip():
+        text += f"Reference answer: {seed.answer}\n"
+    text += f"Trace by teacher '{g.teacher}':\n{g.raw}"
+    content = [{"type": "image"} for _ in seed.images] + [{"type": "text", "text": text}]
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
 
 

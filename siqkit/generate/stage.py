@@ -31,7 +31,8 @@ from siqkit.generate.prompts import render_messages, sampling_dict, teacher_iden
 from siqkit.generate.routing import Router
 from siqkit.progress import console, make_progress
 from siqkit.recipe import Recipe
-from siqkit.store import Store
+from siqkit.records import Generation, Seed, TeacherRun
+from siqkit.store import Store, seeded_hash
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput, TeacherOutput, iter_outputs
 from siqkit.teachers.parse import parse_cot
 from siqkit.teachers.registry import load_teacher
@@ -39,20 +40,11 @@ from siqkit.teachers.registry import load_teacher
 log = logging.getLogger("siqkit.generate")
 
 
-GEN_COLUMNS = ["key", "seed_id", "teacher", "teacher_identity", "prompt", "sampling", "sample_index",
-               "raw", "reasoning", "answer", "parse_status", "parse_reason", "finish_reason", "error",
-               "prompt_tokens", "completion_tokens", "seconds", "created_at"]
-
-
 @dataclass
 class _Work:
     key: str
-    seed_id: str
-    question: str
-    images: list[str]
+    seed: Seed
     messages: list[dict]
-    source: str
-    split: str
     sample_index: int
 
 
@@ -62,13 +54,13 @@ def run_generate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
         return {"teachers": {}}
     seeds = _selected_seeds(store, recipe)
     router = Router(recipe.teachers, recipe.generate.routing)
-    routed: dict[str, list[tuple]] = {t.name: [] for t in recipe.teachers}
+    routed: dict[str, list[Seed]] = {t.name: [] for t in recipe.teachers}
     unrouted = 0
-    for row in seeds:
-        names = router.assign(row[1], row[2], row[3], bool(row[4]))
+    for seed in seeds:
+        names = router.assign(seed.source, seed.split, seed.question, bool(seed.images))
         unrouted += not names
         for name in names:
-            routed[name].append(row)
+            routed[name].append(seed)
     if unrouted:
         log.warning("generate: %d selected seeds match no teacher's route and get no trace", unrouted)
     counts: dict = {"seeds": len(seeds), "unrouted": unrouted, "teachers": {}}
@@ -77,34 +69,33 @@ def run_generate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     return counts
 
 
-def _selected_seeds(store: Store, recipe: Recipe) -> list[tuple]:
+def _selected_seeds(store: Store, recipe: Recipe) -> list[Seed]:
     """Selected seeds in a seed-determined order, limited per split by ``generate.max_seeds``."""
     gen = recipe.generate
     rows = store.con.execute(
-        "SELECT id, source, split, question, images, row_number() OVER "
-        "(PARTITION BY split ORDER BY md5(CAST(? AS VARCHAR) || ':' || id)) AS rank "
+        f"SELECT {Seed.select()}, row_number() OVER (PARTITION BY split ORDER BY {seeded_hash('id')}) AS rank "
         "FROM seeds WHERE selected ORDER BY split, rank",
         [recipe.seed],
     ).fetchall()
     out = []
-    for row in rows:
-        if gen.splits is not None and row[2] not in gen.splits:
+    for *row, rank in rows:
+        seed = Seed.from_row(row)
+        if gen.splits is not None and seed.split not in gen.splits:
             continue
-        if gen.max_seeds is not None and row[2] in gen.max_seeds and row[5] > gen.max_seeds[row[2]]:
+        if gen.max_seeds is not None and seed.split in gen.max_seeds and rank > gen.max_seeds[seed.split]:
             continue
-        out.append(row[:5])
+        out.append(seed)
     return out
 
 
-def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[tuple]) -> dict:
+def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[Seed]) -> dict:
     identity = teacher_identity(cfg)
     sampling = sampling_dict(cfg, recipe.seed)
     work: list[_Work] = []
-    for seed_id, source, split, question, images in seeds:
-        messages = render_messages(cfg, question, source, split, len(images))
+    for seed in seeds:
+        messages = render_messages(cfg, seed.question, seed.source, seed.split, len(seed.images))
         for k in range(cfg.samples):
-            key = work_key(seed_id, identity, messages, sampling, k)
-            work.append(_Work(key, seed_id, question, list(images), messages, source, split, k))
+            work.append(_Work(work_key(seed.id, identity, messages, sampling, k), seed, messages, k))
     done = {r[0] for r in store.con.execute(
         "SELECT key FROM generations WHERE teacher = ? AND finish_reason != 'error'", [cfg.name]).fetchall()}
     todo = [w for w in work if w.key not in done]
@@ -141,18 +132,15 @@ def _run_teacher(store: Store, recipe: Recipe, cfg, seeds: list[tuple]) -> dict:
             teacher.close()
     c.update(seconds=round(seconds, 2), samples_per_s=round(meter.done / seconds, 2),
              tokens_per_s=round(meter.tokens / seconds, 2), completion_tokens=meter.tokens)
-    store.con.execute(
-        "INSERT INTO teacher_runs VALUES ((SELECT max(id) FROM stage_runs WHERE stage = 'generate'), "
-        "?, ?, ?, ?, ?, ?, ?)",
-        [cfg.name, c["generated"], c["errors"], seconds, meter.tokens, c["samples_per_s"], c["tokens_per_s"]],
-    )
+    store.write([TeacherRun(store.current_run("generate"), cfg.name, c["generated"], c["errors"], seconds,
+                            meter.tokens, c["samples_per_s"], c["tokens_per_s"])])
     log.info("generate: %s: %d samples in %.1f s (%.1f samples/s, %.0f tok/s), %d errors, parse %s",
              cfg.name, c["generated"], seconds, c["samples_per_s"], c["tokens_per_s"], c["errors"], c["parse"])
     return c
 
 
-def _row(w: _Work, out: TeacherOutput, teacher: str, shared: tuple[str, str], c: dict) -> list:
-    """The ``generations`` row of one output, its ``seconds`` left to :class:`_Writer`.
+def _row(w: _Work, out: TeacherOutput, teacher: str, shared: tuple[str, str], c: dict) -> Generation:
+    """The generation of one output, its ``seconds`` left to :class:`_Writer`.
 
     ``shared`` is the teacher's identity and sampling, as JSON.
     """
@@ -160,9 +148,12 @@ def _row(w: _Work, out: TeacherOutput, teacher: str, shared: tuple[str, str], c:
     c["parse"][parsed.status] = c["parse"].get(parsed.status, 0) + 1
     c["errors"] += out.finish_reason == "error"
     identity, sampling = shared
-    return [w.key, w.seed_id, teacher, identity, json.dumps(w.messages), sampling,
-            w.sample_index, out.text, parsed.reasoning, parsed.answer, parsed.status, parsed.reason,
-            out.finish_reason, out.error, out.prompt_tokens, out.completion_tokens, None, datetime.now()]
+    return Generation(
+        key=w.key, seed_id=w.seed.id, teacher=teacher, teacher_identity=identity, prompt=json.dumps(w.messages),
+        sampling=sampling, sample_index=w.sample_index, raw=out.text, reasoning=parsed.reasoning,
+        answer=parsed.answer, parse_status=parsed.status, parse_reason=parsed.reason,
+        finish_reason=out.finish_reason, error=out.error, prompt_tokens=out.prompt_tokens,
+        completion_tokens=out.completion_tokens, created_at=datetime.now())
 
 
 class _Writer:
@@ -174,10 +165,10 @@ class _Writer:
 
     def __init__(self, store: Store, rows: int, seconds: float):
         self.store, self.rows, self.seconds = store, rows, seconds
-        self.pending: list[list] = []
+        self.pending: list[Generation] = []
         self.last = time.perf_counter()
 
-    def add(self, row: list) -> None:
+    def add(self, row: Generation) -> None:
         self.pending.append(row)
         if len(self.pending) >= self.rows or time.perf_counter() - self.last >= self.seconds:
             self.flush()
@@ -187,9 +178,9 @@ class _Writer:
         if self.pending:
             share = (now - self.last) / len(self.pending)
             for row in self.pending:
-                row[GEN_COLUMNS.index("seconds")] = share
+                row.seconds = share
             with self.store.transaction():
-                self.store.insert("generations", GEN_COLUMNS, [tuple(r) for r in self.pending], "INSERT OR REPLACE")
+                self.store.write(self.pending, "INSERT OR REPLACE")
             self.pending = []
         self.last = now
 
@@ -236,9 +227,9 @@ def _duration(seconds: float) -> str:
 def _input(store: Store, w: _Work, cfg, seed: int) -> TeacherInput:
     s = cfg.sampling
     return TeacherInput(
-        key=w.key, seed_id=w.seed_id, question=w.question,
-        images=[store.media.image(h, max_pixels=cfg.max_pixels) for h in w.images], messages=w.messages,
+        key=w.key, seed_id=w.seed.id, question=w.seed.question,
+        images=[store.media.image(h, max_pixels=cfg.max_pixels) for h in w.seed.images], messages=w.messages,
         sampling=Sampling(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                           top_p=s.top_p, seed=seed + w.sample_index),
-        sample_index=w.sample_index, metadata={"source": w.source, "split": w.split},
+        sample_index=w.sample_index, metadata={"source": w.seed.source, "split": w.seed.split},
     )

@@ -16,23 +16,22 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 
 from siqkit.errors import QuarantineError
 from siqkit.progress import track
 from siqkit.recipe import Recipe, SourceConfig
-from siqkit.records import RawSeed, Reject, seed_id
+from siqkit.records import Drop, Media, Quarantine, Reject, Seed, SourceRun, seed_id
 from siqkit.seeds.sources import build_source
-from siqkit.store import Store
+from siqkit.store import Store, seeded_hash
 
 log = logging.getLogger("siqkit.seeds")
 
 CHUNK = 20_000  # rows per insert, so memory stays bounded on large sources
-_SEED_COLUMNS = ("id", "source", "split", "question", "answer", "images", "metadata", "origin")
 
 
 @dataclass
@@ -54,12 +53,10 @@ def run_seeds(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     for cfg in recipe.seeds.sources:
         source = build_source(cfg, recipe.seed)
         fp = source.fingerprint()
-        row = store.con.execute(
-            "SELECT fingerprint, counts FROM source_runs WHERE source = ?", [cfg.name]
-        ).fetchone()
-        if row and row[0] == fp:
+        done = store.read(SourceRun, "source = ?", [cfg.name])
+        if done and done[0].fingerprint == fp:
             log.info("seeds: source '%s' unchanged since its last ingest; skipping", cfg.name)
-            counts["sources"][cfg.name] = {**json.loads(row[1]), "skipped": True}
+            counts["sources"][cfg.name] = {**done[0].counts, "skipped": True}
             continue
         c = _ingest(store, cfg, source, fp, strict)
         counts["sources"][cfg.name] = c.__dict__
@@ -77,17 +74,16 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
     seen: dict[str, str] = {}  # id -> origin, within this source
     # image digest -> stored hash: a short digest, not the bytes, so no image outlives its row
     media_seen: dict[bytes, str] = {}
-    rows: list[dict] = []
-    media_rows: list[tuple] = []
-    quarantine: list[tuple] = []
-    drops: list[tuple] = []
+    rows: list[Seed] = []
+    media_rows: list[Media] = []
+    quarantine: list[Quarantine] = []
+    drops: list[Drop] = []
 
     def flush() -> None:
-        store.insert("seeds", list(_SEED_COLUMNS), [tuple(r[c] for c in _SEED_COLUMNS) for r in rows])
-        store.insert("media", ["hash", "format", "width", "height", "size_bytes"], media_rows, "INSERT OR IGNORE")
-        store.insert("quarantine", ["stage", "source", "file", "line", "field", "reason", "detail"],
-                     [("seeds", *q) for q in quarantine])
-        store.insert("drops", ["stage", "item", "source", "reason", "detail"], [("seeds", *d) for d in drops])
+        store.write(rows)
+        store.write(media_rows, "INSERT OR IGNORE")
+        store.write(quarantine)
+        store.write(drops)
         for buf in (rows, media_rows, quarantine, drops):
             buf.clear()
 
@@ -100,7 +96,8 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
                     raise QuarantineError(f"{item} (source '{cfg.name}', --strict)")
                 c.quarantined += 1
                 c.reasons[item.reason] = c.reasons.get(item.reason, 0) + 1
-                quarantine.append((cfg.name, item.file, item.line, item.field, item.reason, item.detail))
+                quarantine.append(Quarantine("seeds", cfg.name, item.file, item.line, item.field, item.reason,
+                                             item.detail))
                 continue
             hashes = []
             for data in item.images:
@@ -109,26 +106,23 @@ def _ingest(store: Store, cfg: SourceConfig, source, fp: str, strict: bool) -> _
                 if digest is None:
                     digest, fmt, w, h = store.media.put(data)
                     media_seen[seen_key] = digest
-                    media_rows.append((digest, fmt, w, h, len(data)))
+                    media_rows.append(Media(digest, fmt, w, h, len(data)))
                 hashes.append(digest)
             sid = seed_id(item.question, hashes)
             if sid in seen or sid in other_ids:
                 c.duplicates += 1
                 first = seen.get(sid, "another source")
-                drops.append((sid, cfg.name, "duplicate seed", f"{item.origin} repeats {first}"))
+                drops.append(Drop("seeds", sid, cfg.name, "duplicate seed", f"{item.origin} repeats {first}"))
                 continue
             seen[sid] = item.origin
-            rows.append(_row(sid, cfg.name, item, hashes))
+            rows.append(Seed(sid, cfg.name, item.split, item.question, item.answer, hashes, item.metadata, item.origin))
             c.stored += 1
             if len(rows) >= CHUNK:
                 flush()
             if len(media_seen) > 1_000_000:  # ~100 MB of digests; forgetting costs only re-hashing
                 media_seen.clear()
         flush()
-        con.execute(
-            "INSERT INTO source_runs VALUES (?, ?, now(), ?)",
-            [cfg.name, fp, json.dumps(c.__dict__)],
-        )
+        store.write([SourceRun(cfg.name, fp, datetime.now(), c.__dict__)])
     log.info("seeds: %s: %d stored, %d quarantined, %d duplicates",
              cfg.name, c.stored, c.quarantined, c.duplicates)
     return c
@@ -140,15 +134,6 @@ def _delete_sources(con, where: str, arg) -> None:
         con.execute(f"DELETE FROM {table} WHERE {where}", [arg])
     for table in ("quarantine", "drops"):
         con.execute(f"DELETE FROM {table} WHERE stage = 'seeds' AND {where}", [arg])
-
-
-def _row(sid: str, source: str, item: RawSeed, hashes: list[str]) -> dict:
-    return {
-        "id": sid, "source": source, "split": item.split, "question": item.question,
-        "answer": item.answer, "images": hashes,
-        "metadata": json.dumps(item.metadata, ensure_ascii=False, default=str),
-        "origin": item.origin,
-    }
 
 
 def select_pool(store: Store, recipe: Recipe) -> dict:
@@ -169,10 +154,9 @@ def select_pool(store: Store, recipe: Recipe) -> dict:
     with store.transaction() as con:
         con.register("_quotas", table)
         con.execute(
-            """
+            f"""
             UPDATE seeds SET selected = (r.rank <= q.quota)
-            FROM (SELECT id, row_number() OVER (PARTITION BY source, split
-                                                ORDER BY md5(CAST(? AS VARCHAR) || ':' || id)) AS rank
+            FROM (SELECT id, row_number() OVER (PARTITION BY source, split ORDER BY {seeded_hash("id")}) AS rank
                   FROM seeds) r, _quotas q
             WHERE seeds.id = r.id AND q.source = seeds.source AND q.split = seeds.split
             """,

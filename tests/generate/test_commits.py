@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-from siqkit.generate.stage import GEN_COLUMNS, _duration, _Writer
+from siqkit.generate.stage import _duration, _Writer
+from siqkit.records import Generation
 from siqkit.store import Store
 from siqkit.teachers.base import TeacherInput, TeacherOutput, iter_outputs
 
 
-def row(i: int) -> list:
-    values = {c: None for c in GEN_COLUMNS}
-    values.update(key=f"k{i}", seed_id=f"s{i}", teacher="t", sample_index=0, raw="", finish_reason="stop")
-    return [values[c] for c in GEN_COLUMNS]
+def row(i: int) -> Generation:
+    return Generation(key=f"k{i}", seed_id=f"s{i}", teacher="t", sample_index=0, raw="", finish_reason="stop")
 
 
 def committed(store: Store) -> int:
