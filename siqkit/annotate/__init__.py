@@ -12,16 +12,16 @@ Nothing here touches the run store; the annotate stage calls these and stores th
 
 from siqkit.annotate.difficulty import Difficulty, combine_difficulty, level_from_pass_rate, pass_rate
 from siqkit.annotate.labels import parse_judge_json, task_labels
-from siqkit.annotate.normalize import infer_kind, judge_answer
+from siqkit.annotate.normalize import check_answer, infer_kind
 from siqkit.annotate.stats import ReasoningStats, count_steps, reasoning_stats
 
 __all__ = [
     "Difficulty",
     "ReasoningStats",
+    "check_answer",
     "combine_difficulty",
     "count_steps",
     "infer_kind",
-    "judge_answer",
     "level_from_pass_rate",
     "parse_judge_json",
     "pass_rate",
