@@ -1,10 +1,12 @@
 """Running a recipe: which stages, in which order, with their settings and counts recorded.
 
-Each stage is a function ``(store, recipe, strict) -> counts``. Its resolved settings
-(its recipe section) and its counts go into ``stage_runs``, so ``siqkit inspect`` can
-show what ran with what. Stages not yet part of this version of siqkit are listed in
-:data:`siqkit.STAGES` but absent from :data:`STAGE_RUNNERS`; naming one with
-``--only``/``--from`` is an error, and a full run says it skipped them.
+Every stage in :data:`siqkit.STAGES` has a function ``(store, recipe, strict) -> counts``
+in :data:`STAGE_RUNNERS`. :func:`run_recipe` runs the stages a command asks for
+(:func:`select_stages`: all of them, ``--only`` one, or ``--from`` one to the end) in
+pipeline order, in the recipe's run folder under its lock; each stage's resolved settings
+(the recipe sections in :data:`STAGE_SECTIONS`) and its counts go into ``stage_runs``,
+so ``siqkit inspect`` can show what ran with what. :func:`plan` says what a run would do
+without running anything (``siqkit check``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ STAGE_SECTIONS = {  # recipe sections each stage reads, saved with its run
 
 
 def select_stages(only: str | None, start: str | None) -> list[str]:
-    """The stages a command asks for, in pipeline order; unknown or unavailable ones are errors."""
+    """The stages a command asks for, in pipeline order; an unknown one is an error."""
     if only and start:
         raise RecipeError("--only and --from: give one or the other")
     for flag, name in (("--only", only), ("--from", start)):
@@ -54,11 +56,6 @@ def select_stages(only: str | None, start: str | None) -> list[str]:
             continue
         if name not in STAGES:
             raise RecipeError(f"{flag} {name}: unknown stage; expected one of {', '.join(STAGES)}")
-        if name not in STAGE_RUNNERS:
-            raise RecipeError(
-                f"{flag} {name}: this version of siqkit cannot run the '{name}' stage yet "
-                f"(available: {', '.join(STAGE_RUNNERS)})"
-            )
     if only:
         return [only]
     first = STAGES.index(start) if start else 0
@@ -87,12 +84,8 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
             stale = store.mark_interrupted()
             if stale:
                 log.warning("%d stage run(s) left running by a process that died are marked interrupted", stale)
-            ready = [s for s in stages if s in STAGE_RUNNERS]
-            log.info("run folder %s; stages: %s", run_dir, ", ".join(ready))
-            if len(ready) < len(stages):
-                log.info("not part of this version of siqkit yet, skipped: %s",
-                         ", ".join(s for s in stages if s not in STAGE_RUNNERS))
-            for stage in ready:
+            log.info("run folder %s; stages: %s", run_dir, ", ".join(stages))
+            for stage in stages:
                 try:
                     _run_stage(store, recipe, stage, STAGE_RUNNERS[stage], strict)
                 except Exception as e:  # noqa: BLE001 - store faults become one line, others pass
@@ -129,9 +122,7 @@ def plan(recipe: Recipe) -> dict:
     """What ``siqkit run`` would do: stages, models, data sources and their sizes."""
     stages = []
     for stage in STAGES:
-        if stage not in STAGE_RUNNERS:
-            status, detail = "not available yet", ""
-        elif stage == "seeds":
+        if stage == "seeds":
             status = "will run"
             detail = f"{len(recipe.seeds.sources)} sources, seed {recipe.seed}"
         elif stage in ("generate", "annotate") and not recipe.teachers:

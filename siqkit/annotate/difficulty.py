@@ -1,7 +1,7 @@
 """Reasoning difficulty: from the teacher's pass rate over k samples, a judge, or both.
 
 A seed answered k times by a teacher (sample indices 0..k-1) has a pass rate: the
-share of judged samples whose answer matched the gold answer. The pass rate is a
+share of samples checked against the gold answer whose answer matched it. The pass rate is a
 measurement of *this* teacher on *this* seed, so it is preferred whenever there are
 enough samples; a judge's 1–5 score is an opinion that also works without a gold
 answer. Level 1 is easiest, 5 hardest.
@@ -25,14 +25,14 @@ Which signal is used (:func:`combine_difficulty`). The *opinion* is the judge's 
 seed's own rating (``prior``: a 1–5 ``difficulty`` in its metadata, from a dataset's level
 field or a generator that knows how many steps its question takes), or their mean:
 
-* pass rate from at least ``min_samples`` (default 4) judged samples → the pass-rate
+* pass rate from at least ``min_samples`` (default 4) checked samples → the pass-rate
   level (``source="pass_rate"``); an opinion, if any, is kept for comparison and
   ``disagrees`` flags a gap of two levels or more;
 * pass rate from fewer samples and an opinion → their weighted mean, the pass rate
   weighted ``k / min_samples``, rounded half up (``source="blend"``): a few samples say
   little, so the opinion carries most of the weight;
 * pass rate alone, from fewer samples → the pass-rate level (``source="pass_rate"``);
-* opinion alone (no gold answer, or no sample judged) → the opinion (``source="judge"``,
+* opinion alone (no gold answer, or no sample checked) → the opinion (``source="judge"``,
   or ``"dataset"`` when it is the seed's rating alone);
 * neither → None.
 """
@@ -56,17 +56,17 @@ class Difficulty:
     bucket: Bucket
     source: Literal["pass_rate", "judge", "dataset", "blend"]
     pass_rate: float | None
-    samples: int  # judged samples behind the pass rate
+    samples: int  # checked samples behind the pass rate
     judge: int | None
     disagrees: bool = False  # pass-rate and judge levels two or more apart
 
 
 def pass_rate(correct: Iterable[bool | None]) -> tuple[float | None, int]:
-    """``(share correct, samples judged)``; samples judged as None (no gold) are skipped."""
-    judged = [bool(c) for c in correct if c is not None]
-    if not judged:
+    """``(share correct, samples checked)``; samples with a None verdict (no gold) are skipped."""
+    checked = [bool(c) for c in correct if c is not None]
+    if not checked:
         return None, 0
-    return sum(judged) / len(judged), len(judged)
+    return sum(checked) / len(checked), len(checked)
 
 
 def level_from_pass_rate(p: float) -> int:

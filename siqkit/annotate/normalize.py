@@ -1,6 +1,6 @@
 """Answer normalisation: is a predicted answer the same as the gold answer?
 
-:func:`judge_answer` compares one prediction with one gold answer under one of five
+:func:`check_answer` compares one prediction with one gold answer under one of five
 kinds of answer:
 
 ``yesno``
@@ -9,7 +9,7 @@ kinds of answer:
     polarity is its first word if that word is a synonym, else the word after
     "answer is"/"answer:", else the only polarity that occurs in it; a prediction
     that opens with neither and contains both (``"it could be yes or no"``) is
-    ambiguous and judged wrong.
+    ambiguous and counted wrong.
 ``number``
     Thousands commas, currency signs, percent signs and trailing units are ignored,
     ``"3.0" == "3"``, simple fractions ``"1/2"`` and number words up to the
@@ -30,7 +30,7 @@ kinds of answer:
     The kind is inferred from the gold answer (:func:`infer_kind`), in the order
     yes/no, number, choice, text.
 
-A missing gold answer gives ``(None, ...)``: there is nothing to judge against. A
+A missing gold answer gives ``(None, ...)``: there is nothing to check against. A
 missing or empty prediction is wrong. The second element of the result is always a
 short human-readable explanation, stored next to the verdict.
 """
@@ -72,10 +72,10 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 
-def judge_answer(
+def check_answer(
     pred: str | None, gold: str | None, kind: AnswerKind = "auto", tol: float = 1e-6
 ) -> tuple[bool | None, str]:
-    """Judge ``pred`` against ``gold``; returns ``(correct, detail)``.
+    """Check ``pred`` against ``gold``; returns ``(correct, detail)``.
 
     ``correct`` is None only when there is no gold answer. See the module docstring
     for the rules of each kind.

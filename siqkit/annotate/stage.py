@@ -2,7 +2,7 @@
 
 For every generation (trace) not yet annotated under the current settings:
 
-- **answer quality** against the seed's gold answer with :func:`~siqkit.annotate.normalize.judge_answer`
+- **answer quality** against the seed's gold answer with :func:`~siqkit.annotate.normalize.check_answer`
   (yes/no, numbers with tolerance, option letters, short strings); ``correct`` is NULL
   when the seed has no gold answer;
 - **judge** (optional, ``annotate.judge: TEACHER``): that teacher, through its own backend,
@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from siqkit.annotate.difficulty import combine_difficulty
 from siqkit.annotate.labels import parse_judge_json, task_labels
-from siqkit.annotate.normalize import infer_kind, judge_answer
+from siqkit.annotate.normalize import check_answer, infer_kind
 from siqkit.annotate.stats import reasoning_stats
 from siqkit.generate.prompts import digest, teacher_identity
 from siqkit.progress import track
@@ -91,7 +91,7 @@ def run_annotate(store: Store, recipe: Recipe, strict: bool = False) -> dict:
 
 def _annotate(g: Generation, seed: Seed, verdict, cfg, sh: str) -> Annotation:
     gold = seed.answer
-    correct, detail = judge_answer(g.answer, gold, cfg.answer_kind, cfg.tolerance)
+    correct, detail = check_answer(g.answer, gold, cfg.answer_kind, cfg.tolerance)
     kind = None if gold is None or not str(gold).strip() else (
         infer_kind(str(gold)) if cfg.answer_kind == "auto" else cfg.answer_kind)
     stats = reasoning_stats(g.reasoning, g.answer)

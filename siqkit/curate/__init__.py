@@ -1,7 +1,7 @@
 """Curation: annotated traces in, training subsets out, with a stored reason for every drop.
 
-The ``curate`` stage (:func:`siqkit.curate.stage.run_curate`) runs three layers after its
-rules: rule filters, deduplication, then difficulty-aware and label-diverse selection; the
+The ``curate`` stage (:func:`siqkit.curate.stage.run_curate`) runs three layers in
+order: rule filters, deduplication, then difficulty-aware and label-diverse selection; the
 kept traces are exported in the training format, with named subsets beside them.
 
 Modules, in pipeline order::
@@ -16,6 +16,7 @@ Modules, in pipeline order::
     select.py    difficulty quotas, label caps, rare-labels-first sampling
     subsets.py   filtered views of the curated set
     export.py    JSONL/Parquet in ``messages`` form, images, dataset card; importers
+    card.py      the dataset card (README.md) and LLaMA-Factory's dataset_info.json entry
     stage.py     the stage itself, and the summary ``siqkit inspect`` shows
     commands.py  ``siqkit dedup`` and ``siqkit subset``
 """

@@ -4,8 +4,8 @@
 to five offending ids and their count). It then generates greedily with the student
 through the backend the teachers use (``transformers``, with chat template, processor and
 left-padded batches; ``llama_cpp`` for a GGUF file), parses each output with
-:func:`~siqkit.teachers.parse.parse_cot` and judges its answer with
-:func:`~siqkit.annotate.normalize.judge_answer`, the normaliser annotation uses. A
+:func:`~siqkit.teachers.parse.parse_cot` and checks its answer with
+:func:`~siqkit.annotate.normalize.check_answer`, the normaliser annotation uses. A
 text-only student sees each image as its seed's caption, as in training.
 
 Numbers returned (and written to ``eval.json`` when ``out_dir`` is given):
@@ -119,7 +119,7 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
     """
     import torch
 
-    from siqkit.annotate.normalize import judge_answer
+    from siqkit.annotate.normalize import check_answer
     from siqkit.annotate.stats import reasoning_stats
     from siqkit.teachers.backends.transformers_hf import TransformersTeacher
     from siqkit.teachers.parse import parse_cot
@@ -151,7 +151,7 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
     rows, status_counts = [], {}
     for s, out in zip(seeds, outputs):
         parsed = parse_cot(out.text, out.finish_reason, out.error)
-        correct, detail = judge_answer(parsed.answer, s.gold, answer_kind, tolerance)
+        correct, detail = check_answer(parsed.answer, s.gold, answer_kind, tolerance)
         stats = reasoning_stats(parsed.reasoning, parsed.answer)
         status_counts[parsed.status] = status_counts.get(parsed.status, 0) + 1
         rows.append({"seed_id": s.seed_id, "task": s.task, "question": s.question, "gold": s.gold, "output": out.text,

@@ -347,7 +347,7 @@ def _pick_seeds(store: Store, students: list[dict], n: int) -> list[str]:
 
 def _mark(correct) -> str:
     if correct is None:
-        return '<span class=muted>not judged</span>'
+        return '<span class=muted>not checked</span>'
     return '<span class=ok>correct</span>' if correct else '<span class=bad>wrong</span>'
 
 

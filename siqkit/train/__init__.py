@@ -1,10 +1,14 @@
-"""Student training: a curriculum of stages (align -> instruct -> reason) with QLoRA on one GPU.
+"""Student training: a curriculum of stages (align -> instruct -> reason) on one GPU or the CPU.
 
 - :mod:`~siqkit.train.config`: the recipe's ``student`` and ``train`` sections;
+- :mod:`~siqkit.train.stage`: the ``train`` stage of a recipe run;
+- :mod:`~siqkit.train.scratch`: a student built from scratch (``student.build``), with
+  its tokenizer and vision pre-training;
 - :mod:`~siqkit.train.data`: the curated traces folder, per-stage examples, assistant-only
   labels, length-grouped batches;
-- :mod:`~siqkit.train.qlora`: loading a student (4-bit NF4 + LoRA, frozen parts) and merging;
+- :mod:`~siqkit.train.qlora`: loading a student (4-bit NF4 + LoRA, LoRA or full; frozen parts) and merging;
 - :mod:`~siqkit.train.loop`: the training loop (accumulation, checkpoints, resume);
+- :mod:`~siqkit.train.watch`: progress bar, TensorBoard and W&B while a stage trains;
 - :mod:`~siqkit.train.loss`: the loss without the full logits (chunked, or fused on CUDA);
 - :mod:`~siqkit.train.images`: the training pixel cap and image-token counts;
 - :mod:`~siqkit.train.checkpoint`: checkpoint files (safetensors + JSON);

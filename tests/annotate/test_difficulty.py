@@ -33,7 +33,7 @@ def test_buckets():
             bucket(bad)
 
 
-def test_pass_rate_skips_unjudged():
+def test_pass_rate_skips_unchecked():
     assert pass_rate([True, False, None, True]) == (2 / 3, 3)
     assert pass_rate([None, None]) == (None, 0)
     assert pass_rate([]) == (None, 0)

@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import pytest
 
-from siqkit.annotate.normalize import infer_kind, judge_answer, read_choice, read_number, read_yesno
+from siqkit.annotate.normalize import check_answer, infer_kind, read_choice, read_number, read_yesno
 
 
 def ok(pred, gold, kind="auto", **kw):
-    return judge_answer(pred, gold, kind, **kw)[0]
+    return check_answer(pred, gold, kind, **kw)[0]
 
 
 # -- missing values ---------------------------------------------------------------------------
 
 def test_no_gold_gives_none():
-    assert judge_answer("yes", None) == (None, "no gold answer")
-    assert judge_answer("yes", "   ")[0] is None
+    assert check_answer("yes", None) == (None, "no gold answer")
+    assert check_answer("yes", "   ")[0] is None
 
 
 @pytest.mark.parametrize("pred", [None, "", "  \n"])
 def test_no_prediction_is_wrong(pred):
-    correct, detail = judge_answer(pred, "7")
+    correct, detail = check_answer(pred, "7")
     assert correct is False and "no prediction" in detail
 
 
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="unknown answer kind"):
-        judge_answer("a", "a", "fuzzy")
+        check_answer("a", "a", "fuzzy")
 
 
 # -- kind inference ---------------------------------------------------------------------------
@@ -65,9 +65,9 @@ def test_yesno(pred, gold, expected):
 
 
 def test_yesno_detail_explains():
-    correct, detail = judge_answer("perhaps", "yes")
+    correct, detail = check_answer("perhaps", "yes")
     assert correct is False and "not a clear yes/no" in detail
-    assert judge_answer("yes", "circle", "yesno")[1].startswith("yesno: gold")
+    assert check_answer("yes", "circle", "yesno")[1].startswith("yesno: gold")
 
 
 def test_read_yesno_returns_none_without_polarity():
@@ -106,9 +106,9 @@ def test_number_tolerance_is_relative_and_absolute():
 
 
 def test_number_details():
-    assert judge_answer("7.0", "7")[1] == "number: pred 7 vs gold 7"
-    assert "no number" in judge_answer("none", "7")[1]
-    assert "not a number" in judge_answer("7", "circle", "number")[1]
+    assert check_answer("7.0", "7")[1] == "number: pred 7 vs gold 7"
+    assert "no number" in check_answer("none", "7")[1]
+    assert "not a number" in check_answer("7", "circle", "number")[1]
 
 
 def test_division_by_zero_fraction_is_skipped():
@@ -161,9 +161,9 @@ def test_text(pred, gold, expected):
 
 
 def test_text_detail_shows_normalised_forms():
-    assert judge_answer("The Circle!", "circle")[1] == "text: pred 'circle' vs gold 'circle'"
+    assert check_answer("The Circle!", "circle")[1] == "text: pred 'circle' vs gold 'circle'"
 
 
 def test_long_prediction_is_shortened_in_detail():
-    _, detail = judge_answer("x " * 200, "yes")
+    _, detail = check_answer("x " * 200, "yes")
     assert len(detail) < 120 and "…" in detail

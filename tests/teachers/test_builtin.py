@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from siqkit.annotate.normalize import judge_answer
+from siqkit.annotate.normalize import check_answer
 from siqkit.seeds.sources.digits import DigitsSource
 from siqkit.teachers.backends.python_fn import PythonTeacher
 from siqkit.teachers.base import Sampling, TeacherInput
@@ -43,7 +43,7 @@ def accuracy(outputs, golds) -> float:
     for out, gold in zip(outputs, golds):
         parsed = parse_cot(out.text, out.finish_reason, out.error)
         assert parsed.status == "ok", (parsed, out.text)
-        verdicts.append(judge_answer(parsed.answer, gold)[0])
+        verdicts.append(check_answer(parsed.answer, gold)[0])
     return sum(verdicts) / len(verdicts)
 
 
