@@ -36,7 +36,7 @@ from siqkit.curate.config import BUCKETS, CurateConfig
 from siqkit.curate.dedup import DedupResult, DedupSettings, find_duplicates, format_report
 from siqkit.curate.export import export_samples
 from siqkit.curate.images import image_clusters, stored_fingerprints
-from siqkit.curate.rules import TextRules, sql_refusal_pattern, sql_rule_reasons
+from siqkit.curate.rules import TextRules, plan, sql_rule_reasons
 from siqkit.curate.select import select
 from siqkit.curate.subsets import subset_keys
 from siqkit.generate.prompts import digest
@@ -144,9 +144,10 @@ def _sql_list(values: list[str]) -> str:
 
 
 def _rules(store: Store, cfg: CurateConfig, drops: dict) -> None:
-    for key, reason, detail in sql_rule_reasons(store.con, VIEW, cfg.rules):
+    in_sql, in_python = plan(store.con, cfg.rules)
+    for key, reason, detail in sql_rule_reasons(store.con, VIEW, cfg.rules, in_sql):
         drops[key] = ("rules", reason, detail)
-    rules = TextRules(cfg.rules, in_sql=sql_refusal_pattern(store.con, cfg.rules) is not None)
+    rules = TextRules(cfg.rules, in_python)
     con = store.con
     con.register("_dropped", pa.table({"key": list(drops) or [""]}))
     try:
