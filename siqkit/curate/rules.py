@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import duckdb
 
@@ -53,9 +53,9 @@ MIN_NGRAMS = 12  # the repetition rule needs this many n-grams to say anything
 MIN_LINE_WORDS = 3  # shorter lines ("", "Step 2:") may repeat freely
 TEXT_SQL = "coalesce(reasoning, '') || ' ' || coalesce(answer, '')"  # ``_text``, what charset and refusal read
 
-TextCheck = Callable[[Union[str, None], Union[str, None]], Union[str, None]]
+TextCheck = Callable[[str | None, str | None], str | None]
 """(reasoning, answer) -> the detail of a failed rule, or None when the trace passes."""
-SQL = Union[str, Callable[[RulesConfig], str]]
+SQL = str | Callable[[RulesConfig], str]
 """SQL text, or a function of the rules' settings that gives it."""
 
 

@@ -121,9 +121,12 @@ def test_the_first_failing_rule_in_table_order_wins(refusal):
     assert apply([t], **settings) == {"t": None}
 
 
+def names(rules_: tuple) -> list[str]:
+    return [r.name for r in rules_]
+
+
 def test_plan_puts_refusal_in_sql_unless_re2_cannot_compile_it():
     con = duckdb.connect()
-    names = lambda rs: [r.name for r in rs]  # noqa: E731
     in_sql, in_python = plan(con, RulesConfig())
     assert "refusal" in names(in_sql) and names(in_python) == ["loop", "repetition"]
     in_sql, in_python = plan(con, RulesConfig(refusal_patterns=LOOKBEHIND))
