@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
+from siqkit.curate import reasons as R
 from siqkit.curate.config import BUCKETS, SelectionConfig
 
 
@@ -124,7 +125,7 @@ def select(keys: list[str], buckets: list[str | None], labels: list[list[str]], 
     unknown = [b not in BUCKETS for b in buckets]
     if shares is not None and dcfg.unknown == "drop":
         for i in np.flatnonzero(unknown):
-            reason[i], detail[i] = "no difficulty", "the mix needs a difficulty (annotate with gold or a judge)"
+            reason[i], detail[i] = R.NO_DIFFICULTY, "the mix needs a difficulty (annotate with gold or a judge)"
     supply = {b: sum(1 for x, r in zip(buckets, reason) if x == b and r is None) for b in BUCKETS}
     notes: list[str] = []
     quota: dict[str, int | None]
@@ -188,14 +189,14 @@ def _greedy(order, buckets, labs, reason, quota, total, cap):
             continue
         b = buckets[i]
         if b in BUCKETS and quota.get(b) is not None and got[b] >= quota[b]:
-            why[i] = ("difficulty quota", f"{b} quota of {quota[b]:,} filled")
+            why[i] = (R.DIFFICULTY_QUOTA, f"{b} quota of {quota[b]:,} filled")
             continue
         if total is not None and taken >= total:
-            why[i] = ("total reached", f"difficulty.total of {total:,} filled")
+            why[i] = (R.TOTAL_REACHED, f"difficulty.total of {total:,} filled")
             continue
         full = next((x for x in labs[i] if cap is not None and count.get(x, 0) >= cap), None)
         if full is not None:
-            why[i] = ("label cap", f"label '{full}' at its cap of {cap:,}")
+            why[i] = (R.LABEL_CAP, f"label '{full}' at its cap of {cap:,}")
             continue
         kept[i] = True
         taken += 1

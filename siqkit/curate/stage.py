@@ -32,11 +32,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from siqkit.curate import reasons as R
 from siqkit.curate.config import BUCKETS, CurateConfig
 from siqkit.curate.dedup import DedupResult, DedupSettings, find_duplicates, format_report
 from siqkit.curate.export import export_samples
 from siqkit.curate.images import image_clusters, stored_fingerprints
-from siqkit.curate.rules import TextRules, sql_refusal_pattern, sql_rule_reasons
+from siqkit.curate.rules import TextRules, plan, sql_rule_reasons
 from siqkit.curate.select import select
 from siqkit.curate.subsets import subset_keys
 from siqkit.generate.prompts import digest
@@ -102,7 +103,7 @@ def _run(store: Store, cfg: CurateConfig, seed: int) -> dict:
         if sel.kept[j]:
             rank[i] = sel.rank[j]
         else:
-            drops[keys[j]] = ("selection", sel.reason[j] or "not selected", sel.detail[j])
+            drops[keys[j]] = ("selection", sel.reason[j] or R.NOT_SELECTED, sel.detail[j])
     counts["selection"] = sel.report
     for layer, reason, _ in drops.values():
         counts["dropped"][layer][reason] = counts["dropped"][layer].get(reason, 0) + 1
@@ -133,7 +134,7 @@ def _match_length(s: dict, cfg, drops: dict) -> dict:
         for i in members:
             if i != keep:
                 s["alive"][i] = False
-                drops[s["key"][i]] = ("selection", "reasoning length",
+                drops[s["key"][i]] = ("selection", R.REASONING_LENGTH,
                                       f"{bucket} question: its {choice} trace ({s['tokens'][keep]} tokens) "
                                       f"is kept, of {len(members)}")
     return made
@@ -144,9 +145,10 @@ def _sql_list(values: list[str]) -> str:
 
 
 def _rules(store: Store, cfg: CurateConfig, drops: dict) -> None:
-    for key, reason, detail in sql_rule_reasons(store.con, VIEW, cfg.rules):
+    in_sql, in_python = plan(store.con, cfg.rules)
+    for key, reason, detail in sql_rule_reasons(store.con, VIEW, cfg.rules, in_sql):
         drops[key] = ("rules", reason, detail)
-    rules = TextRules(cfg.rules, in_sql=sql_refusal_pattern(store.con, cfg.rules) is not None)
+    rules = TextRules(cfg.rules, in_python)
     con = store.con
     con.register("_dropped", pa.table({"key": list(drops) or [""]}))
     try:
@@ -230,9 +232,9 @@ def _dedup(store: Store, cfg: CurateConfig, s: dict, drops: dict) -> dict:
             s["alive"][i] = False
             rep = seeds[int(s["question_rep"][i])].as_py()
             if exact[seed_pos[i]]:
-                drops[keys[i]] = ("dedup", "duplicate question", f"same problem as seed {rep}")
+                drops[keys[i]] = ("dedup", R.DUPLICATE_QUESTION, f"same problem as seed {rep}")
             else:
-                drops[keys[i]] = ("dedup", "near-duplicate question",
+                drops[keys[i]] = ("dedup", R.NEAR_DUPLICATE_QUESTION,
                                   f"same problem as seed {rep} (question Jaccard >= {d.threshold:g})")
     if d.reasoning and s["alive"].any():
         idx = np.flatnonzero(s["alive"])
@@ -245,9 +247,9 @@ def _dedup(store: Store, cfg: CurateConfig, s: dict, drops: dict) -> dict:
             i, rep = idx[j], idx[res.cluster[j]]
             s["alive"][i] = False
             if res.exact_of[j] != j:
-                drops[keys[i]] = ("dedup", "duplicate reasoning", f"same reasoning as trace {keys[rep]}")
+                drops[keys[i]] = ("dedup", R.DUPLICATE_REASONING, f"same reasoning as trace {keys[rep]}")
             else:
-                drops[keys[i]] = ("dedup", "near-duplicate reasoning",
+                drops[keys[i]] = ("dedup", R.NEAR_DUPLICATE_REASONING,
                                   f"same reasoning as trace {keys[rep]} (Jaccard >= {d.threshold:g})")
     return report
 
