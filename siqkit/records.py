@@ -22,7 +22,7 @@ record                   table           written by
 :class:`EvalOutput`      ``eval_outputs`` evaluation (the student's answer to a held-out seed)
 =======================  ==============  =================================================
 
-The curated export's row (the training contract) is :class:`siqkit.curate.export.ExportRow`,
+The curated export's row (the training contract) is :class:`siqkit.curate.datasets.ExportRow`,
 a record of the same kind whose fields name the store columns they come from.
 """
 

@@ -93,7 +93,8 @@ def dataset_card(out_dir: Path, counts: dict, info: dict, formats) -> str:
              f"(`{info.get('source', 'siqkit curate')}`).", "",
              "Each row holds a `messages` conversation (user: images then question; assistant: "
              "`<think>` reasoning, then the answer), its images, the teacher, the seed split, difficulty "
-             "bucket, task labels, the answer and the gold answer.", "", "## Loading", ""]
+             "bucket, task labels, the answer, the gold answer and why the teacher stopped (`finish_reason`).", "",
+             "## Loading", ""]
     if "parquet" in formats:
         lines += ["`data.parquet` embeds the images (a `datasets` Image feature): it loads from any directory "
                   "and can be moved or pushed to the Hub alone.", "",

@@ -10,7 +10,7 @@ few numbers per row are held.
 
 ``subset_command`` exports a filtered view of a run's curated samples (see
 :mod:`siqkit.curate.subsets`) to a folder, in the training format of
-:mod:`siqkit.curate.export`.
+:mod:`siqkit.curate.datasets`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from siqkit.curate.dedup import DedupSettings, find_duplicates, format_report
-from siqkit.curate.export import export_samples
+from siqkit.curate.datasets import export_samples
 from siqkit.curate.subsets import subset_keys
 from siqkit.errors import SiqkitError
 from siqkit.store import Store

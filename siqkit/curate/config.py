@@ -35,7 +35,6 @@ REFUSALS = (
 class RulesConfig(_Model):
     """Rule-based filters; each drop is stored with its reason. A limit set to null is off."""
 
-    require_answer: bool = True  # format: drop outputs with no answer, empty outputs, teacher errors
     drop_truncated: bool = True  # drop outputs that hit the token limit
     require_reasoning: bool = True  # drop an answer that comes without reasoning
     drop_incorrect: bool = True  # drop traces whose answer disagrees with the gold answer

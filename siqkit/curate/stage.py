@@ -17,7 +17,7 @@ Traces of the seed splits in ``curate.splits`` go through three layers, in order
 Every considered trace gets one row in ``curation``: kept, or ``layer``/``reason``/``detail``,
 plus its question and reasoning cluster (the kept member). The kept traces form the
 ``curated`` set; each recipe subset is a filtered view of it. All of them are recorded in
-``curation_subsets`` and exported to ``RUN_DIR/datasets/<name>/`` (:mod:`siqkit.curate.export`).
+``curation_subsets`` and exported to ``RUN_DIR/datasets/<name>/`` (:mod:`siqkit.curate.datasets`).
 The stage recomputes its decisions from the store on every run (they are cheap next to
 generation); perceptual image hashes are cached. Texts are streamed from DuckDB in batches
 and DuckDB's page cache is capped while the stage runs: on 1M synthetic traces the stage
@@ -35,14 +35,15 @@ import pyarrow as pa
 from siqkit.curate import reasons as R
 from siqkit.curate.config import BUCKETS, CurateConfig
 from siqkit.curate.dedup import DedupResult, DedupSettings, find_duplicates, format_report
-from siqkit.curate.export import export_samples
+from siqkit.curate.datasets import export_samples
 from siqkit.curate.images import image_clusters, stored_fingerprints
 from siqkit.curate.rules import TextRules, plan, sql_rule_reasons
 from siqkit.curate.select import select
 from siqkit.curate.subsets import subset_keys
 from siqkit.generate.prompts import digest
 from siqkit.progress import track
-from siqkit.store import SCHEMA, Store
+from siqkit.records import Curation, CurationSubset
+from siqkit.store import Store, seeded_hash
 
 log = logging.getLogger("siqkit.curate")
 
@@ -59,7 +60,7 @@ FROM generations g JOIN seeds s ON s.id = g.seed_id LEFT JOIN annotations a ON a
 WHERE list_contains(?, s.split)"""
 # best-annotated first: correct, then unchecked, then wrong; judge quality; a clean parse
 QUALITY_ORDER = ("(correct IS TRUE) DESC, (correct IS NULL) DESC, coalesce(judge_quality, 0) DESC, "
-                 "(parse_status = 'ok') DESC, md5(CAST(? AS VARCHAR) || ':' || key)")
+                 f"(parse_status = 'ok') DESC, {seeded_hash('key')}")
 
 
 def run_curate(store: Store, recipe: Any, strict: bool = False) -> dict:
@@ -76,7 +77,6 @@ def run_curate(store: Store, recipe: Any, strict: bool = False) -> dict:
 
 def _run(store: Store, cfg: CurateConfig, seed: int) -> dict:
     con = store.con
-    con.execute(SCHEMA)  # a store made before these tables existed gets them now
     con.execute(SAMPLES_SQL.replace("?", _sql_list(cfg.splits)))
     n_in = con.execute(f"SELECT count(*) FROM {VIEW}").fetchone()[0]
     outside = dict(con.execute(
@@ -281,6 +281,13 @@ def _summary(res: DedupResult, what: str) -> dict:
     return res.summary()
 
 
+_CURATION_VALUES = {"key": "v.key", "seed_id": "v.seed_id", "teacher": "v.teacher", "split": "v.split",
+                    "difficulty_bucket": "v.difficulty_bucket", "labels": "v.labels",
+                    "rank": "CASE WHEN d.rank >= 0 THEN d.rank END", "settings": "?"}
+"""Where each :class:`Curation` column comes from: the sample view ``v``, or (unnamed here) the
+decision of the same name in ``_decisions`` ``d``."""
+
+
 def _write(store: Store, drops: dict, s: dict, rank: np.ndarray, settings: str) -> None:
     """One ``curation`` row per considered trace (those the rules dropped have no clusters)."""
     n = len(s["key"])
@@ -294,9 +301,9 @@ def _write(store: Store, drops: dict, s: dict, rank: np.ndarray, settings: str) 
         "layer": [w[0] if w else None for w in why],
         "reason": [w[1] if w else None for w in why],
         "detail": [w[2] if w else None for w in why],
-        "qc": pa.concat_arrays([s["seeds"].take(pa.array(s["question_rep"])).cast(pa.string()), pad])
+        "question_cluster": pa.concat_arrays([s["seeds"].take(pa.array(s["question_rep"])).cast(pa.string()), pad])
         if n else pad,
-        "rc": pa.concat_arrays([pa.array(s["key"], pa.string()).take(pa.array(s["reasoning_rep"])), pad])
+        "reasoning_cluster": pa.concat_arrays([pa.array(s["key"], pa.string()).take(pa.array(s["reasoning_rep"])), pad])
         if n else pad,
         "rank": pa.array(np.concatenate([rank, np.full(len(ruled), -1)]), pa.int64()),
     })
@@ -304,10 +311,9 @@ def _write(store: Store, drops: dict, s: dict, rank: np.ndarray, settings: str) 
         con.execute("DELETE FROM curation")
         con.execute("DELETE FROM curation_subsets")
         con.register("_decisions", table)
-        con.execute(f"""
-            INSERT INTO curation SELECT v.key, v.seed_id, v.teacher, v.split, d.kept, d.layer, d.reason, d.detail,
-                   d.qc, d.rc, v.difficulty_bucket, v.labels, CASE WHEN d.rank >= 0 THEN d.rank END, ?
-            FROM {VIEW} v JOIN _decisions d ON d.key = v.key""", [settings])
+        values = [_CURATION_VALUES.get(c, f"d.{c}") for c in Curation.columns()]
+        con.execute(f"INSERT INTO curation ({', '.join(Curation.columns())}) SELECT {', '.join(values)} "
+                    f"FROM {VIEW} v JOIN _decisions d ON d.key = v.key", [settings])
         con.unregister("_decisions")
 
 
@@ -324,7 +330,7 @@ def _subsets(store: Store, cfg: CurateConfig, counts: dict) -> dict:
         keys = subset_keys(store, **flt, require_curation=False)
         path = store.run_dir / "datasets" / name
         with store.transaction():
-            store.insert("curation_subsets", ["subset", "key", "path"], [(name, k, str(path)) for k in keys])
+            store.write([CurationSubset(name, k, str(path)) for k in keys])
         exported = export_samples(store, keys, path, cfg.export.formats, cfg.export.link_images,
                                   {**card, "subset": {"name": name, **flt}})
         out[name] = {"samples": len(keys), "path": str(path), "difficulty": exported["difficulty"]}

@@ -10,14 +10,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from siqkit.curate.config import CurateConfig
+from siqkit.records import Annotation, Generation, Media, Seed
 from siqkit.store import Store
 
 from tests.conftest import REPO, run_cli
 
-GEN_COLS = ["key", "seed_id", "teacher", "raw", "reasoning", "answer", "parse_status", "parse_reason",
-            "finish_reason", "completion_tokens", "sample_index"]
-ANN_COLS = ["key", "seed_id", "teacher", "correct", "labels", "judge_quality", "reasoning_tokens",
-            "answer_tokens", "difficulty", "difficulty_bucket"]
 LEVEL = {"easy": 1, "medium": 3, "hard": 5}
 
 
@@ -61,23 +58,24 @@ def build_store(path, samples: list[dict]) -> Store:
         hashes = []
         for img in s["images"]:
             digest, fmt, w, h = store.media.put(img)
-            media[digest] = (digest, fmt, w, h, len(img))
+            media[digest] = Media(digest, fmt, w, h, len(img))
             hashes.append(digest)
-        seeds.setdefault(s["seed_id"], (s["seed_id"], s["source"], s["split"], s["question"], s["gold"], hashes,
-                                         "{}", "test", True))
+        seeds.setdefault(s["seed_id"], Seed(s["seed_id"], s["source"], s["split"], s["question"], s["gold"], hashes,
+                                            {}, "test"))
         raw = f"<think>\n{s['reasoning']}\n</think>\n\n{s['answer']}"
-        gens.append((s["key"], s["seed_id"], s["teacher"], raw, s["reasoning"], s["answer"], s["parse_status"],
-                     s["parse_reason"], s["finish_reason"], 50, 0))
+        gens.append(Generation(key=s["key"], seed_id=s["seed_id"], teacher=s["teacher"], raw=raw,
+                               reasoning=s["reasoning"], answer=s["answer"], parse_status=s["parse_status"],
+                               parse_reason=s["parse_reason"], finish_reason=s["finish_reason"],
+                               completion_tokens=50, sample_index=0))
         if s["annotated"]:
-            anns.append((s["key"], s["seed_id"], s["teacher"], s["correct"], s["labels"], s["judge_quality"],
-                         len((s["reasoning"] or "").split()), len((s["answer"] or "").split()),
-                         LEVEL.get(s["bucket"]), s["bucket"]))
+            anns.append(Annotation(key=s["key"], seed_id=s["seed_id"], teacher=s["teacher"], correct=s["correct"],
+                                   labels=s["labels"], judge_quality=s["judge_quality"],
+                                   reasoning_tokens=len((s["reasoning"] or "").split()),
+                                   answer_tokens=len((s["answer"] or "").split()), difficulty=LEVEL.get(s["bucket"]),
+                                   difficulty_bucket=s["bucket"]))
     with store.transaction():
-        store.insert("media", ["hash", "format", "width", "height", "size_bytes"], list(media.values()))
-        store.insert("seeds", ["id", "source", "split", "question", "answer", "images", "metadata", "origin",
-                               "selected"], list(seeds.values()))
-        store.insert("generations", GEN_COLS, gens)
-        store.insert("annotations", ANN_COLS, anns)
+        for records in (list(media.values()), list(seeds.values()), gens, anns):
+            store.write(records)
     return store
 
 

@@ -12,7 +12,8 @@ import yaml
 
 from siqkit.curate.card import card_license, size_category
 from siqkit.curate.commands import UsageError, subset_command
-from siqkit.curate.export import export_samples, import_seeds, import_traces, read_export
+from siqkit.curate.datasets import export_samples
+from tests.curate.roundtrip import import_seeds, import_traces, read_export
 from siqkit.curate.stage import run_curate
 from siqkit.errors import StoreError
 from siqkit.store import Store
@@ -21,7 +22,7 @@ from siqkit.teachers.parse import format_target
 from tests.curate.conftest import build_store, png, recipe, sample
 
 FIELDS = ["id", "seed_id", "teacher", "split", "difficulty", "labels", "images", "messages", "answer", "gold",
-          "caption"]
+          "caption", "finish_reason"]
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def test_rows_follow_the_training_contract(curated):
         assert all(p.startswith(f"{out}/images/") and (out / p).is_file() for p in r["images"])
         g = store.con.execute("SELECT reasoning, answer FROM generations WHERE key = ?", [r["id"]]).fetchone()
         assert assistant["content"] == [{"type": "text", "text": format_target(*g)}]
-        assert r["difficulty"] in ("easy", "medium", "hard") and r["gold"] == "red"
+        assert r["difficulty"] in ("easy", "medium", "hard") and r["gold"] == "red" and r["finish_reason"] == "stop"
     store.close()
     card = (out / "README.md").read_text()
     header = card_header(card)

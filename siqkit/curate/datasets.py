@@ -1,4 +1,4 @@
-"""Training exports: JSONL in ``messages`` form, Parquet, a LLaMA-Factory variant, a card; and back.
+"""Dataset exports: JSONL in ``messages`` form, Parquet, a LLaMA-Factory variant, a card.
 
 A folder written by :func:`export_samples`::
 
@@ -10,13 +10,14 @@ A folder written by :func:`export_samples`::
       images/<sha256>.<ext>   hard links to (or copies of) the run's stored images
       README.md           dataset card (:mod:`siqkit.curate.card`): Hub header, loading, credits, counts
 
-Row contract (other code reads exactly these fields)::
+Row contract (:class:`ExportRow`, the one definition of its fields: the query, the JSONL
+rows and the Parquet schema derive from it; other code reads exactly these fields)::
 
     {"id": key, "seed_id": ..., "teacher": ..., "split": ..., "difficulty": "easy|medium|hard",
      "labels": [...], "images": ["/abs/DIR/images/<hash>.png", ...],
      "messages": [{"role": "user", "content": [{"type": "image"}, ..., {"type": "text", "text": question}]},
                   {"role": "assistant", "content": [{"type": "text", "text": "<think>\n…\n</think>\n\n…"}]}],
-     "answer": ..., "gold": ..., "caption": ...}
+     "answer": ..., "gold": ..., "caption": ..., "finish_reason": ...}
 
 Image paths in the JSONL files are absolute (the folder's ``images/`` at export time), so
 ``datasets`` and LLaMA-Factory open them from any working directory; a relative path
@@ -27,27 +28,65 @@ the features header ``datasets`` reads, so ``load_dataset(DIR)`` (through the ca
 ``configs``) or ``load_dataset("parquet", data_files=…)`` give decoded images anywhere.
 ``caption`` is the seed's caption (or OCR text) when its source has one, else null: the
 training stages use it to align a projector and to stand in for images with a text-only
-student. :func:`read_export` reads a folder (or either file) back; :func:`import_seeds` and
-:func:`import_traces` put it into a run store.
+student; ``finish_reason`` is why the teacher stopped (``stop``; ``length`` when a recipe keeps
+truncated traces).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from siqkit.curate.card import KNOWN_SOURCES, dataset_card, llamafactory_entry
 from siqkit.store import Store
-from siqkit.teachers.parse import format_target, parse_cot
+from siqkit.teachers.parse import format_target
 
 CHUNK = 5000
 PARQUET_ROWS = 500  # rows per Parquet write: their images' bytes are held in memory at once
+
+
+def contract(sql: str | None, feature: str = "text") -> Any:
+    """An :class:`ExportRow` field: the SQL that selects it (over the generation ``g``, its seed
+    ``s`` and annotation ``a``; None for a field built in Python) and its ``datasets`` feature
+    (``text``, ``texts``, ``images`` or ``messages``)."""
+    return field(default=None, metadata={"sql": sql, "feature": feature})
+
+
+@dataclass
+class ExportRow:
+    """One row of the training contract, in the order of its fields."""
+
+    id: str = contract("g.key")
+    seed_id: str = contract("g.seed_id")
+    teacher: str = contract("g.teacher")
+    split: str = contract("s.split")
+    difficulty: str | None = contract("a.difficulty_bucket")
+    labels: list[str] = contract("coalesce(a.labels, [])", "texts")
+    images: list[str] = contract("s.images", "images")  # stored hashes in the query, file paths in the row
+    messages: list[dict] = contract(None, "messages")  # the question, then the reasoning and answer as target
+    answer: str | None = contract("g.answer")
+    gold: str | None = contract("s.answer")
+    caption: str | None = contract("coalesce(json_extract_string(s.metadata, '$.caption'), "
+                                   "json_extract_string(s.metadata, '$.ocr'))")
+    finish_reason: str | None = contract("g.finish_reason")
+
+    @classmethod
+    def queried(cls) -> list[dataclasses.Field]:
+        """The fields the export query selects, in order."""
+        return [f for f in dataclasses.fields(cls) if f.metadata["sql"] is not None]
+
+
+_FIELDS = [f.name for f in dataclasses.fields(ExportRow)]
+_QUERIED = [f.name for f in ExportRow.queried()]
+_BUILT_FROM = ("s.question", "g.reasoning")  # what ``messages`` is made of, after the queried fields
 
 
 def parquet_schema() -> pa.Schema:
@@ -57,17 +96,13 @@ def parquet_schema() -> pa.Schema:
 
     seq = getattr(datasets, "List", None) or datasets.Sequence  # List since datasets 4
     text = Value("string")
-    return Features({
-        "id": text, "seed_id": text, "teacher": text, "split": text, "difficulty": text,
-        "labels": seq(text), "images": seq(Image()),
-        "messages": seq({"role": text, "content": seq({"type": text, "text": text})}),
-        "answer": text, "gold": text, "caption": text,
-    }).arrow_schema
+    features = {"text": text, "texts": seq(text), "images": seq(Image()),
+                "messages": seq({"role": text, "content": seq({"type": text, "text": text})})}
+    return Features({f.name: features[f.metadata["feature"]] for f in dataclasses.fields(ExportRow)}).arrow_schema
 
-_ROWS_SQL = """
-    SELECT g.key, g.seed_id, g.teacher, s.split, a.difficulty_bucket, a.labels, s.images, s.question,
-           g.reasoning, g.answer, s.answer AS gold,
-           coalesce(json_extract_string(s.metadata, '$.caption'), json_extract_string(s.metadata, '$.ocr'))
+
+_ROWS_SQL = f"""
+    SELECT {", ".join(f"{f.metadata['sql']} AS {f.name}" for f in ExportRow.queried())}, {", ".join(_BUILT_FROM)}
     FROM _export_keys k JOIN generations g ON g.key = k.key JOIN seeds s ON s.id = g.seed_id
     LEFT JOIN annotations a ON a.key = g.key
     ORDER BY k.pos"""
@@ -83,8 +118,9 @@ def rows_for(store: Store, keys: list[str], image_dir: str = "images") -> Iterat
             chunk = cur.fetchmany(CHUNK)
             if not chunk:
                 break
-            files = _media_files(store, {h for r in chunk for h in r[6] or []})
-            yield [_row(r, files, image_dir) for r in chunk]
+            values = [(dict(zip(_QUERIED, r)), *r[len(_QUERIED):]) for r in chunk]
+            files = _media_files(store, {h for v, *_ in values for h in v["images"] or []})
+            yield [_row(v, question, reasoning, files, image_dir) for v, question, reasoning in values]
     finally:
         cur.close()
 
@@ -99,17 +135,14 @@ def _media_files(store: Store, digests: set[str]) -> dict[str, Path]:
     return found
 
 
-def _row(r: tuple, files: dict[str, Path], image_dir: str) -> dict:
-    key, seed_id, teacher, split, bucket, labels, images, question, reasoning, answer, gold, caption = r
-    paths = [f"{image_dir}/{files[h].name}" for h in images or []]
+def _row(v: dict, question: str, reasoning: str | None, files: dict[str, Path], image_dir: str) -> dict:
+    """A contract row as a dict (:class:`ExportRow`'s fields, in order) from the query's values."""
+    paths = [f"{image_dir}/{files[h].name}" for h in v["images"] or []]
     user = [{"type": "image"} for _ in paths] + [{"type": "text", "text": question}]
-    return {
-        "id": key, "seed_id": seed_id, "teacher": teacher, "split": split, "difficulty": bucket,
-        "labels": list(labels or []), "images": paths,
-        "messages": [{"role": "user", "content": user},
-                     {"role": "assistant", "content": [{"type": "text", "text": format_target(reasoning, answer)}]}],
-        "answer": answer, "gold": gold, "caption": caption,
-    }
+    target = [{"type": "text", "text": format_target(reasoning, v["answer"])}]
+    row = {**v, "images": paths, "messages": [{"role": "user", "content": user},
+                                              {"role": "assistant", "content": target}]}
+    return {name: row[name] for name in _FIELDS}
 
 
 def export_samples(store: Store, keys: list[str], out_dir: Path,
@@ -216,84 +249,3 @@ class _Stats:
     def summary(self) -> dict:
         return {"images": self.images,
                 **{k: dict(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in self.by.items()}}
-
-
-# ------------------------------------------------------------------------------ import
-
-
-def read_export(path: str | Path) -> Iterator[dict]:
-    """Rows of an export (a folder, ``data.jsonl`` or ``data.parquet``), with ``question``,
-    ``reasoning`` and ``image_files`` (absolute paths) added; Parquet rows also carry the
-    embedded ``image_bytes``, and their ``images`` become ``images/<name>`` paths."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "data.parquet" if (path / "data.parquet").exists() else path / "data.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no exported data here")
-    root = path.parent
-    if path.suffix == ".parquet":
-        rows: Iterator[dict] = (r for b in pq.ParquetFile(path, pre_buffer=False).iter_batches(CHUNK) for r in b.to_pylist())
-    else:
-        rows = (json.loads(line) for line in open(path, encoding="utf-8") if line.strip())
-    for row in rows:
-        user = next(m for m in row["messages"] if m["role"] == "user")
-        target = next(m for m in row["messages"] if m["role"] == "assistant")["content"][0]["text"]
-        parsed = parse_cot(target)
-        row["question"] = next(c["text"] for c in user["content"] if c["type"] == "text")
-        row["reasoning"] = parsed.reasoning
-        if row["images"] and isinstance(row["images"][0], dict):  # Parquet: the Image feature's structs
-            row["image_bytes"] = [im["bytes"] for im in row["images"]]
-            row["images"] = [f"images/{im['path']}" for im in row["images"]]
-        row["image_files"] = [_image_file(root, p) for p in row["images"]]
-        yield row
-
-
-def _image_file(root: Path, p: str) -> Path:
-    """An exported image path: absolute, or relative to the export folder; a moved folder's
-    absolute path is found again under its ``images/``."""
-    f = root / p
-    return f if f.exists() or not f.is_absolute() else root / "images" / f.name
-
-
-def import_seeds(store: Store, path: str | Path, source: str = "import") -> int:
-    """Store an export's questions, gold answers and images as seeds of ``source``."""
-    rows, seen = [], set()
-    for r in read_export(path):
-        if r["seed_id"] in seen:
-            continue
-        seen.add(r["seed_id"])
-        blobs = r.get("image_bytes") or [f.read_bytes() for f in r["image_files"]]
-        hashes = [store.media.put(b)[0] for b in blobs]
-        rows.append((r["seed_id"], source, r["split"], r["question"], r["gold"], hashes,
-                     json.dumps({"labels": r["labels"]}), f"{path}"))
-    with store.transaction():
-        _media_rows(store, {h for row in rows for h in row[5]})
-        store.insert("seeds", ["id", "source", "split", "question", "answer", "images", "metadata", "origin"],
-                     rows, "INSERT OR IGNORE")
-    return len(rows)
-
-
-def import_traces(store: Store, path: str | Path, source: str = "import") -> int:
-    """Store an export as seeds and teacher traces (``generations``), ready to annotate again."""
-    import_seeds(store, path, source)
-    rows = []
-    for r in read_export(path):
-        raw = next(m for m in r["messages"] if m["role"] == "assistant")["content"][0]["text"]
-        parsed = parse_cot(raw)
-        rows.append((r["id"], r["seed_id"], r["teacher"], raw, parsed.reasoning, parsed.answer,
-                     parsed.status, parsed.reason, "stop", 0))
-    with store.transaction():
-        store.insert("generations", ["key", "seed_id", "teacher", "raw", "reasoning", "answer", "parse_status",
-                                     "parse_reason", "finish_reason", "sample_index"], rows, "INSERT OR IGNORE")
-    return len(rows)
-
-
-def _media_rows(store: Store, digests: set[str]) -> None:
-    from PIL import Image
-
-    rows = []
-    for d in sorted(digests):
-        f = store.media.find(d)
-        with Image.open(f) as im:
-            rows.append((d, f.suffix.lstrip("."), im.size[0], im.size[1], f.stat().st_size))
-    store.insert("media", ["hash", "format", "width", "height", "size_bytes"], rows, "INSERT OR IGNORE")
