@@ -121,9 +121,9 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
 
     from siqkit.annotate.normalize import judge_answer
     from siqkit.annotate.stats import reasoning_stats
+    from siqkit.models.checkpoints import is_vision_checkpoint
     from siqkit.teachers.backends.transformers_hf import TransformersTeacher
     from siqkit.teachers.parse import parse_cot
-    from siqkit.train.qlora import is_vision_checkpoint
 
     seeds = [as_seed(s) for s in seeds]
     check_held_out(seeds, train_ids)

@@ -66,12 +66,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def model_identity(path: Path) -> str:
-    """A checkpoint's identity: its folder and its weight files' names, sizes and times."""
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).glob("*.safetensors"))
-    return _digest([str(Path(path).resolve()), files])
-
-
 def _device(cfg: TrainConfig) -> str:
     import torch
 
@@ -145,6 +139,8 @@ class StageChanged(SiqkitError):
 def stage_identity(stage: StageConfig, cfg: TrainConfig, student: StudentConfig, settings: LoopSettings,
                    info: dict, model_path: Path, examples: list, text_only: bool) -> dict:
     """What a stage's result depends on, flat and named as in the recipe (its fingerprint digests it)."""
+    from siqkit.models.checkpoints import model_identity
+
     flat = {f"stage.{k}": v for k, v in stage.model_dump(mode="json").items()}
     flat.update({k: v for k, v in asdict(settings).items() if k not in LAYOUT})
     flat.update({f"lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
@@ -297,8 +293,8 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
     steps and evaluations are written to its tables (:mod:`siqkit.train.tables`).
     """
     from siqkit.evaluate.evaluate import as_seed, check_held_out
+    from siqkit.models.checkpoints import is_vision_checkpoint
     from siqkit.train.plots import plot_evals, plot_losses
-    from siqkit.train.qlora import is_vision_checkpoint
 
     out_dir = Path(out_dir)
     base = Path(student_cfg.path)
@@ -360,6 +356,7 @@ def evaluate_checkpoint(model_path: Path, label: str, index: int, seeds: list, t
     """Evaluate once into ``out_dir/eval/<index>-<label>/``, reusing an earlier identical evaluation
     (same model, seeds and settings)."""
     from siqkit.evaluate.evaluate import evaluate_student
+    from siqkit.models.checkpoints import model_identity
 
     eval_dir = out_dir / "eval" / f"{index:02d}-{label}"
     fingerprint = _digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
