@@ -39,9 +39,9 @@ def write_table(store: Store, run_dir: Path) -> list[dict]:
 
 def record_evals(store: Store, stage: str, evals: list[dict], run_dir: Path) -> list[dict]:
     """Store ``evals`` under ``stage``'s run in progress and rewrite the table; return its rows."""
-    from siqkit.train.tables import write_results
+    from siqkit.evaluate.tables import write_evals
 
-    write_results(store, {"stages": [], "evals": evals}, store.current_run(stage))
+    write_evals(store, evals, store.current_run(stage))
     return write_table(store, run_dir)
 
 

@@ -58,8 +58,9 @@ def _student_rows(store: Any) -> tuple[list[dict], int | None]:
     run, evals = _newest_evals(store, ["train", "eval"])
     if run is None:
         return [], None
+    # the stages' data kinds label the rows; a store the train stage never wrote has none
     data = dict(q("""SELECT stage, data FROM train_stages WHERE stage_run = (SELECT max(stage_run)
-                     FROM train_stages) AND status = 'done'""").fetchall())
+                     FROM train_stages) AND status = 'done'""").fetchall()) if store.has_table("train_stages") else {}
     cot = [s for s, d in data.items() if d == "cot" and not s.endswith("-answer-only")]
     order = [s for s in data if not s.endswith("-answer-only")]
     before_cot = None
