@@ -47,9 +47,8 @@ def record_evals(store: Store, stage: str, evals: list[dict], run_dir: Path) -> 
 
 def run_eval(store: Store, recipe: Recipe, strict: bool = False) -> dict:
     from siqkit.evaluate.evaluate import as_seed
+    from siqkit.evaluate.heldout import eval_seeds, training_seed_ids
     from siqkit.train.curriculum import evaluate_checkpoint
-    from siqkit.train.data import training_seed_ids
-    from siqkit.train.stage import eval_seeds
 
     if recipe.student is None:
         log.info("eval: the recipe names no student; nothing to do")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from siqkit.evaluate import EvalRefusedError, check_held_out, evaluate_student
+from siqkit.evaluate.heldout import training_seed_ids
 from siqkit.teachers.backends.transformers_hf import TransformersTeacher
 from siqkit.teachers.base import TeacherOutput
-from siqkit.train.data import training_seed_ids
 from tests.train.traces import eval_seeds, write_traces
 
 
