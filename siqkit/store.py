@@ -244,7 +244,7 @@ class Store:
                              "untouched: choose another run.dir")
 
     def has_table(self, name: str) -> bool:
-        """Whether the store has table ``name`` (stages create some of theirs on first use)."""
+        """Whether the store has table ``name``."""
         return bool(self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
@@ -335,7 +335,10 @@ class Store:
         try:
             self.con.execute(f"{mode} INTO {table} ({', '.join(columns)}) SELECT * FROM _insert_rows")
         finally:
-            self.con.unregister("_insert_rows")
+            try:
+                self.con.unregister("_insert_rows")
+            except duckdb.Error:  # a failed insert aborted the transaction: let its own error through
+                pass
 
     def write(self, records: Sequence[Record], mode: str = "INSERT") -> None:
         """Insert records of one table (see :meth:`insert` for ``mode``)."""

@@ -355,8 +355,6 @@ def _log_summary(c: dict) -> None:
 def curation_summary(store: Store) -> dict:
     """Counts for ``siqkit inspect``: kept, dropped by layer and by reason, subsets."""
     con = store.con
-    if not store.has_table("curation"):
-        return {}
     total, kept = con.execute("SELECT count(*), count(*) FILTER (WHERE kept) FROM curation").fetchone()
     if not total:
         return {}

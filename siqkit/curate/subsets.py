@@ -17,10 +17,7 @@ def subset_keys(store: Store, difficulty: list[str] | None = None, labels: list[
                 max: int | None = None, require_curation: bool = True) -> list[str]:  # noqa: A002
     """Keys of the curated traces that match, best first. Without a curated run (and
     ``require_curation``), a :class:`StoreError` says to run the stage."""
-    has = store.has_table("curation")
-    if not has and not require_curation:
-        return []
-    if require_curation and (not has or not store.con.execute("SELECT count(*) FROM curation").fetchone()[0]):
+    if require_curation and not store.con.execute("SELECT count(*) FROM curation").fetchone()[0]:
         raise StoreError(f"{store.run_dir}: nothing curated yet; run the curate stage first "
                          "(siqkit run RECIPE --only curate)")
     where, params = ["kept"], []

@@ -20,17 +20,24 @@ Numbers returned (and written to ``eval.json`` when ``out_dir`` is given):
 
 ``side_by_side.md`` puts question, image, teacher trace and student output next to each
 other for the first ``table_rows`` seeds, for reading what the numbers hide.
+
+:func:`evaluate_checkpoint` is how the train and eval stages call it: one folder per
+evaluation under ``out_dir/eval/``, an identical earlier evaluation reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable
 
 from siqkit.errors import SiqkitError
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 5
 
@@ -121,9 +128,9 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
 
     from siqkit.annotate.normalize import check_answer
     from siqkit.annotate.stats import reasoning_stats
+    from siqkit.models.checkpoints import is_vision_checkpoint
     from siqkit.teachers.backends.transformers_hf import TransformersTeacher
     from siqkit.teachers.parse import parse_cot
-    from siqkit.train.qlora import is_vision_checkpoint
 
     seeds = [as_seed(s) for s in seeds]
     check_held_out(seeds, train_ids)
@@ -174,6 +181,37 @@ def evaluate_student(model_dir: str | Path, seeds: Iterable[Any], train_ids: Ite
         (out / "eval.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         result["table"] = str(side_by_side(seeds, rows[:table_rows], out / "side_by_side.md", title=label))
     return result
+
+
+def evaluate_checkpoint(model_path: str | Path, label: str, index: int, seeds: list[EvalSeed],
+                        train_ids: Iterable[str], out_dir: str | Path, *, text_only: bool, max_new_tokens: int = 512,
+                        batch_size: int = 8, image_text: str = "[Image: {caption}]", device: str | None = None,
+                        table_rows: int = 20) -> dict:
+    """:func:`evaluate_student` once into ``out_dir/eval/<index>-<label>/``, reusing an earlier
+    identical evaluation there (same model, seeds and settings: the ``fingerprint`` in its
+    ``eval.json``). The train stage evaluates through it, and the eval stage reuses its results."""
+    from siqkit.models.checkpoints import model_identity
+
+    eval_dir = Path(out_dir) / "eval" / f"{index:02d}-{label}"
+    fingerprint = _digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
+                           "max_new_tokens": max_new_tokens, "text_only": text_only})
+    cached = eval_dir / "eval.json"
+    if cached.is_file():
+        found = json.loads(cached.read_text())
+        if found.get("fingerprint") == fingerprint:
+            return found
+    result = evaluate_student(model_path, seeds, train_ids, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              text_only=text_only, image_text=image_text, device=device, table_rows=table_rows,
+                              out_dir=eval_dir, label=label)
+    result["fingerprint"] = fingerprint
+    cached.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    log.info("eval %s: accuracy %s, format %.2f, mean reasoning tokens %.1f", label, result["accuracy"],
+             result["format_ok"], result["mean_reasoning_tokens"])
+    return result
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def task_scores(rows: list[dict]) -> dict[str, dict]:

@@ -58,6 +58,7 @@ def _student_rows(store: Any) -> tuple[list[dict], int | None]:
     run, evals = _newest_evals(store, ["train", "eval"])
     if run is None:
         return [], None
+    # the stages' data kinds label the rows; a store the train stage never wrote has none
     data = dict(q("""SELECT stage, data FROM train_stages WHERE stage_run = (SELECT max(stage_run)
                      FROM train_stages) AND status = 'done'""").fetchall())
     cot = [s for s, d in data.items() if d == "cot" and not s.endswith("-answer-only")]
@@ -121,8 +122,6 @@ def _gguf_rows(store: Any) -> list[dict]:
 
 def eval_table(store: Any) -> list[dict]:
     """The rows described in the module docstring (empty when nothing was evaluated)."""
-    if not store.has_table("eval_runs"):
-        return []
     students, run = _student_rows(store)
     if run is None:
         return _gguf_rows(store)

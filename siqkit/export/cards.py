@@ -159,8 +159,6 @@ def _model_type_of(folder) -> str | None:
 
 def write_training_cards(store, base: str | Path | None) -> list[str]:
     """Cards for the adapter and merged folders of every finished stage of the newest train run."""
-    if not store.has_table("train_stages"):
-        return []
     written = []
     for stage, data, method, steps, final_loss, input_model, adapter_dir, merged_dir in store.con.execute(
             """SELECT stage, data, method, steps, final_loss, input_model, adapter_dir, merged_dir FROM train_stages

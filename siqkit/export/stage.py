@@ -139,9 +139,8 @@ def evaluate_ggufs(store: Store, recipe: Recipe, files: dict[str, Path], mmproj:
     """Each exported file (by quant) in llama.cpp on the held-out seeds the student was
     evaluated on, recorded as ``gguf-<quant>``; the :func:`evaluate_student` results by quant."""
     from siqkit.evaluate.evaluate import evaluate_student
+    from siqkit.evaluate.heldout import eval_seeds, training_seed_ids
     from siqkit.evaluate.stage import record_evals
-    from siqkit.train.data import training_seed_ids
-    from siqkit.train.stage import eval_seeds
 
     seeds = eval_seeds(store, recipe)
     if not seeds:

@@ -248,8 +248,6 @@ def _vision_pretraining(run_dir: Path) -> str:
 
 def _training(store: Store, run_dir: Path) -> str:
     """Loss curves of the student's stages and its held-out evaluations (latest train run)."""
-    if not store.has_table("train_steps"):
-        return ""
     run = store.con.execute("SELECT max(stage_run) FROM train_steps").fetchone()[0]
     series: dict[str, list[tuple[float, float]]] = {}
     offset = 0
@@ -296,8 +294,6 @@ def _student_columns(store: Store) -> list[dict]:
     evaluation otherwise. Each model's outputs come from the newest run that evaluated it."""
     from siqkit.evaluate.table import eval_table
 
-    if not store.has_table("eval_outputs"):
-        return []
     rows = [r for r in eval_table(store) if r["role"] in ("student", "gguf") and r.get("label")]
     marked = [r for r in rows if r["role"] == "gguf"
               or any(m in r["what"] for m in ("before CoT", "answer-only", "CoT-distilled"))]

@@ -10,7 +10,8 @@
    split, at most ``max`` seeds; per split, at most ``seeds.max_total`` seeds shared
    between sources in proportion to their ``weight`` (a source that has fewer than its
    share gives the rest to the others). Which seeds are kept is decided by ranking on
-   ``md5(recipe seed, seed id)``, so it is deterministic and does not depend on row order.
+   a hash of the recipe seed and the seed id (:func:`siqkit.store.seeded_hash`), so it is
+   deterministic and does not depend on row order.
 """
 
 from __future__ import annotations

@@ -66,12 +66,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def model_identity(path: Path) -> str:
-    """A checkpoint's identity: its folder and its weight files' names, sizes and times."""
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).glob("*.safetensors"))
-    return _digest([str(Path(path).resolve()), files])
-
-
 def _device(cfg: TrainConfig) -> str:
     import torch
 
@@ -145,6 +139,8 @@ class StageChanged(SiqkitError):
 def stage_identity(stage: StageConfig, cfg: TrainConfig, student: StudentConfig, settings: LoopSettings,
                    info: dict, model_path: Path, examples: list, text_only: bool) -> dict:
     """What a stage's result depends on, flat and named as in the recipe (its fingerprint digests it)."""
+    from siqkit.models.checkpoints import model_identity
+
     flat = {f"stage.{k}": v for k, v in stage.model_dump(mode="json").items()}
     flat.update({k: v for k, v in asdict(settings).items() if k not in LAYOUT})
     flat.update({f"lora.{k}": v for k, v in cfg.lora.model_dump(mode="json").items()})
@@ -293,12 +289,14 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
     """Run every stage of ``train_cfg`` on the traces in ``data_dir``; see the module docstring.
 
     ``eval_seeds`` are held-out seeds (see :func:`siqkit.evaluate.evaluate_student`); a seed
-    the training data uses is refused before anything trains. With ``store``, stages,
-    steps and evaluations are written to its tables (:mod:`siqkit.train.tables`).
+    the training data uses is refused before anything trains; each evaluation is
+    :func:`siqkit.evaluate.evaluate.evaluate_checkpoint`. With ``store``, stages and steps are
+    written to its tables (:mod:`siqkit.train.tables`), evaluations to evaluation's
+    (:mod:`siqkit.evaluate.tables`), in one transaction.
     """
-    from siqkit.evaluate.evaluate import as_seed, check_held_out
+    from siqkit.evaluate.evaluate import as_seed, check_held_out, evaluate_checkpoint
+    from siqkit.models.checkpoints import is_vision_checkpoint
     from siqkit.train.plots import plot_evals, plot_losses
-    from siqkit.train.qlora import is_vision_checkpoint
 
     out_dir = Path(out_dir)
     base = Path(student_cfg.path)
@@ -316,8 +314,10 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
 
     def evaluate(model_path: Path, label: str) -> None:
         if seeds:
-            evals.append(evaluate_checkpoint(model_path, label, len(evals), seeds, train_ids, train_cfg,
-                                             student_cfg, text_only, out_dir))
+            evals.append(evaluate_checkpoint(
+                model_path, label, len(evals), seeds, train_ids, out_dir, text_only=text_only,
+                max_new_tokens=train_cfg.eval_max_new_tokens, batch_size=train_cfg.eval_batch_size,
+                image_text=student_cfg.image_text, device=_device(train_cfg), table_rows=train_cfg.eval_table_rows))
 
     if train_cfg.evaluate_before:
         evaluate(base, "before")
@@ -353,27 +353,3 @@ def train_curriculum(student_cfg: StudentConfig, train_cfg: TrainConfig, data_di
 
         summary["store_rows"] = write_results(store, summary, stage_run)
     return summary
-
-
-def evaluate_checkpoint(model_path: Path, label: str, index: int, seeds: list, train_ids: set[str],
-                        cfg: TrainConfig, student: StudentConfig, text_only: bool, out_dir: Path) -> dict:
-    """Evaluate once into ``out_dir/eval/<index>-<label>/``, reusing an earlier identical evaluation
-    (same model, seeds and settings)."""
-    from siqkit.evaluate.evaluate import evaluate_student
-
-    eval_dir = out_dir / "eval" / f"{index:02d}-{label}"
-    fingerprint = _digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
-                           "max_new_tokens": cfg.eval_max_new_tokens, "text_only": text_only})
-    cached = eval_dir / "eval.json"
-    if cached.is_file():
-        found = json.loads(cached.read_text())
-        if found.get("fingerprint") == fingerprint:
-            return found
-    result = evaluate_student(model_path, seeds, train_ids, max_new_tokens=cfg.eval_max_new_tokens,
-                              batch_size=cfg.eval_batch_size, text_only=text_only, image_text=student.image_text,
-                              device=_device(cfg), table_rows=cfg.eval_table_rows, out_dir=eval_dir, label=label)
-    result["fingerprint"] = fingerprint
-    cached.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    log.info("eval %s: accuracy %s, format %.2f, mean reasoning tokens %.1f", label, result["accuracy"],
-             result["format_ok"], result["mean_reasoning_tokens"])
-    return result

@@ -131,11 +131,6 @@ def _str(v: Any) -> str | None:
     return None if v is None or str(v).strip() == "" else str(v)
 
 
-def training_seed_ids(data_dir: str | Path) -> set[str]:
-    """The seed ids the training data uses (evaluation refuses them)."""
-    return {r.seed_id for r in load_traces(data_dir)}
-
-
 # --------------------------------------------------------------------------- examples
 
 

@@ -109,7 +109,8 @@ def model_shape(model_path: str | Path, target_modules: str | list[str] = "all-l
     import torch
     from transformers import AutoConfig
 
-    from siqkit.train.qlora import _auto_class, is_vision_checkpoint, lora_targets, part_of
+    from siqkit.models.checkpoints import is_vision_checkpoint
+    from siqkit.train.qlora import _auto_class, lora_targets, part_of
 
     path = Path(model_path)
     if not (path / "config.json").is_file():

@@ -58,15 +58,6 @@ def part_of(name: str) -> str:
     return "language"
 
 
-def is_vision_checkpoint(path: str | Path, trust_remote_code: bool = False) -> bool:
-    """True when the checkpoint is an image-text model (``AutoModelForImageTextToText``)."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-    return cfg.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-
 def resolve_precision(precision: str, device: str) -> str:
     """``auto`` -> bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU."""
     if precision != "auto":
@@ -158,6 +149,8 @@ def load_student(path: str | Path, *, method: str, freeze: list[str], lora: Any,
     import torch
     from transformers import BitsAndBytesConfig
 
+    from siqkit.models.checkpoints import is_vision_checkpoint
+
     vision = is_vision_checkpoint(path, trust_remote_code)
     dtype = torch_dtype(precision)
     quantize = method == "qlora"
@@ -227,6 +220,8 @@ def copy_support_files(src: str | Path, dst: str | Path) -> None:
 def merge_stage(input_dir: str | Path, out_dir: str | Path, *, adapter_dir: str | Path | None = None,
                 trained: dict | None = None, trust_remote_code: bool = False) -> Path:
     """Write the stage's merged model: input weights + adapter (or trained weights), safetensors."""
+    from siqkit.models.checkpoints import is_vision_checkpoint
+
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     vision = is_vision_checkpoint(input_dir, trust_remote_code)
     model = _auto_class(vision).from_pretrained(input_dir, dtype="auto", trust_remote_code=trust_remote_code,

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from siqkit.evaluate import EvalRefusedError, check_held_out, evaluate_student
+from siqkit.evaluate.heldout import training_seed_ids
 from siqkit.teachers.backends.transformers_hf import TransformersTeacher
 from siqkit.teachers.base import TeacherOutput
-from siqkit.train.data import training_seed_ids
 from tests.train.traces import eval_seeds, write_traces
 
 
@@ -77,3 +77,42 @@ def test_an_exported_gguf_is_evaluated_in_llama_cpp(tmp_path):
     assert (tmp_path / "e1" / "eval.json").is_file()
     with pytest.raises(EvalRefusedError):
         evaluate_student(gguf, seeds, {seeds[0]["seed_id"]}, mmproj=mmproj)
+
+
+def test_evaluate_checkpoint_reuses_an_identical_evaluation(tmp_path, monkeypatch):
+    """One folder per evaluation; the same model, seeds and settings are not evaluated twice."""
+    import os
+
+    from siqkit.evaluate import evaluate as ev
+
+    calls = []
+
+    def fake_evaluate_student(model_dir, seeds, train_ids, **kw):
+        calls.append(kw)
+        kw["out_dir"].mkdir(parents=True, exist_ok=True)
+        return {"label": kw["label"], "model": str(model_dir), "accuracy": 0.5, "format_ok": 1.0,
+                "mean_reasoning_tokens": 3.0, "rows": []}
+
+    monkeypatch.setattr(ev, "evaluate_student", fake_evaluate_student)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    seeds = [ev.as_seed(s) for s in eval_seeds(2)]
+
+    def run(**kw):
+        return ev.evaluate_checkpoint(model, "after-reason", 3, seeds, {"seed-000"}, tmp_path / "train",
+                                      **{"text_only": False, "max_new_tokens": 8, **kw})
+
+    first = run(batch_size=2, table_rows=1, image_text="<{caption}>", device="cpu")
+    assert calls == [{"max_new_tokens": 8, "batch_size": 2, "text_only": False, "image_text": "<{caption}>",
+                      "device": "cpu", "table_rows": 1, "out_dir": tmp_path / "train" / "eval" / "03-after-reason",
+                      "label": "after-reason"}]
+    stored = json.loads((tmp_path / "train" / "eval" / "03-after-reason" / "eval.json").read_text())
+    assert stored == first and len(first["fingerprint"]) == 16
+    assert run() == first and len(calls) == 1  # reused
+    run(max_new_tokens=16)  # another generation budget: evaluated again
+    run(text_only=True)
+    stat = (model / "model.safetensors").stat()
+    os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # new weights
+    run(text_only=True)
+    assert len(calls) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from siqkit.evaluate.table import eval_table, markdown
+from siqkit.evaluate.tables import write_evals
 from siqkit.store import Store
 from siqkit.train.tables import write_results
 
@@ -42,7 +43,7 @@ def test_rows_name_what_each_model_is_and_teachers_use_the_same_seeds(quickstart
         write_results(store, {"stages": stages, "evals": evals}, train_run)
         store.end_stage(train_run, {})
         export_run = store.begin_stage("export", {})
-        write_results(store, {"stages": [], "evals": [_eval("gguf-q4_k_m", seeds, set(seeds[:19]))]}, export_run)
+        write_evals(store, [_eval("gguf-q4_k_m", seeds, set(seeds[:19]))], export_run)
         store.end_stage(export_run, {})
 
         rows = eval_table(store)

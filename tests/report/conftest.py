@@ -1,11 +1,12 @@
 """A run store that has been through every stage, built by hand in seconds: seeds of two sources,
 two teachers' traces on the held-out seeds, a curriculum's evaluations and an exported GGUF's,
-written with the train stage's own table writer."""
+written with the train and evaluate packages' own table writers."""
 
 from __future__ import annotations
 
 import pytest
 
+from siqkit.evaluate.tables import write_evals
 from siqkit.train.tables import write_results
 
 from tests.curate.conftest import build_store, png, sample
@@ -60,7 +61,7 @@ def evaluated_run(tmp_path):
     store.end_stage(train, {s["stage"]: {"final_loss": s["final_loss"], "steps": 10, "tokens_per_s": 1234.5678,
                                          **{f"metric_{m}": m / 7 for m in range(14)}} for s in stages})
     export = store.begin_stage("export", {})
-    write_results(store, {"stages": [], "evals": [_eval("gguf-q4_k_m", seeds, {3})]}, export)
+    write_evals(store, [_eval("gguf-q4_k_m", seeds, {3})], export)
     store.end_stage(export, {"files": 2, "seconds": 5.5})
     store.close()
     return tmp_path / "run", seeds
