@@ -30,3 +30,28 @@ def test_inspect_fits_the_terminal_and_cuts_no_name(cli, evaluated_run, columns)
     row = next(x for x in rows if "student after-instruct " in x)
     assert (described in row) == (columns == 200)  # narrow: the description moves under the table
     assert described in res.stdout
+
+
+def test_inspect_trace_shows_every_record_of_one_trace(cli, evaluated_run):  # noqa: F811
+    import json
+
+    import duckdb
+
+    from siqkit.records import Generation
+
+    run_dir, _ = evaluated_run
+    con = duckdb.connect(str(run_dir / "store.duckdb"), read_only=True)
+    key, seed_id = con.execute("SELECT key, seed_id FROM generations ORDER BY key LIMIT 1").fetchone()
+    con.close()
+    res = cli("inspect", str(run_dir), "--trace", key[:12], "--json")
+    assert res.returncode == 0, res.stderr
+    records = json.loads(res.stdout)
+    assert records["seed"]["id"] == seed_id and records["generation"]["key"] == key
+    assert list(records["generation"]) == Generation.columns()  # every field, from the record
+    assert records["annotation"]["key"] == key
+    res = cli("inspect", str(run_dir), "--trace", key[:12], env={"COLUMNS": "100"})
+    assert res.returncode == 0, res.stderr
+    for name in ("seed", "generation", "annotation", "finish_reason", "difficulty_bucket"):
+        assert name in res.stdout
+    res = cli("inspect", str(run_dir), "--trace", "not-a-key")
+    assert res.returncode == 1 and "no trace with a key starting 'not-a-key'" in res.stdout + res.stderr
