@@ -62,12 +62,18 @@ def test_records_round_trip_through_the_store_with_json_and_lists(tmp_path):
         store.close()
 
 
-def test_a_version_1_store_is_upgraded_in_place_keeping_its_rows(tmp_path):
-    run = tmp_path / "run"
+def v1_store(run: Path) -> duckdb.DuckDBPyConnection:
+    """An open connection to a new version-1 store in ``run``."""
     run.mkdir()
     con = duckdb.connect(str(run / "store.duckdb"))
     con.execute(V1.read_text())
     con.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('created_by', 'siqkit 0.1.0')")
+    return con
+
+
+def test_a_version_1_store_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    run = tmp_path / "run"
+    con = v1_store(run)
     con.execute("INSERT INTO seeds (id, source, split, question, images, metadata) "
                 "VALUES ('s1', 'src', 'test', 'Is it red?', ['h'], '{\"caption\": \"red\"}')")
     con.execute("INSERT INTO eval_outputs (after_stage, seed_id, answer) VALUES ('after-reason', 's1', 'yes')")
@@ -93,10 +99,7 @@ def test_a_version_1_store_is_upgraded_in_place_keeping_its_rows(tmp_path):
 
 def test_an_upgrade_that_cannot_match_the_records_leaves_the_store_as_it_was(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
-    con = duckdb.connect(str(run / "store.duckdb"))
-    con.execute(V1.read_text())
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con = v1_store(run)
     con.execute("ALTER TABLE drops ADD COLUMN extra VARCHAR")  # not a store siqkit wrote
     con.close()
     with pytest.raises(StoreError, match="cannot upgrade the run store from version 1: table drops has columns"):
@@ -109,12 +112,7 @@ def test_an_upgrade_that_cannot_match_the_records_leaves_the_store_as_it_was(tmp
 
 
 def test_siqkit_upgrade_upgrades_a_run_folder(tmp_path, cli):
-    run = tmp_path / "run"
-    run.mkdir()
-    con = duckdb.connect(str(run / "store.duckdb"))
-    con.execute(V1.read_text())
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    con.close()
+    v1_store(tmp_path / "run").close()
     res = cli("upgrade", "run")
     assert res.returncode == 0, res.stderr
     assert f"schema version {SCHEMA_VERSION}" in res.stdout + res.stderr
