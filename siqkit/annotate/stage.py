@@ -35,11 +35,12 @@ from siqkit.annotate.difficulty import combine_difficulty
 from siqkit.annotate.labels import parse_judge_json, task_labels
 from siqkit.annotate.normalize import infer_kind, judge_answer
 from siqkit.annotate.stats import reasoning_stats
-from siqkit.generate.prompts import digest, teacher_identity
+from siqkit.hashing import digest
 from siqkit.progress import track
 from siqkit.recipe import Recipe
 from siqkit.store import Store
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput
+from siqkit.teachers.identity import teacher_identity
 from siqkit.teachers.registry import load_teacher
 
 log = logging.getLogger("siqkit.annotate")
