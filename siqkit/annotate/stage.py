@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -37,11 +38,13 @@ from siqkit.annotate.normalize import infer_kind, judge_answer
 from siqkit.annotate.stats import reasoning_stats
 from siqkit.hashing import digest
 from siqkit.progress import track
-from siqkit.recipe import Recipe
 from siqkit.store import Store
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput
 from siqkit.teachers.identity import teacher_identity
 from siqkit.teachers.registry import load_teacher
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe
 
 log = logging.getLogger("siqkit.annotate")
 

@@ -19,15 +19,18 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from siqkit.errors import QuarantineError
 from siqkit.progress import track
-from siqkit.recipe import Recipe, SourceConfig
 from siqkit.records import RawSeed, Reject, seed_id
 from siqkit.seeds.sources import build_source
 from siqkit.store import Store
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe, SourceConfig
 
 log = logging.getLogger("siqkit.seeds")
 
