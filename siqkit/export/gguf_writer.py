@@ -28,21 +28,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from siqkit.archs import GGUF_ARCH_OF, SUPPORTED_GGUF_ARCHS
 from siqkit.errors import SiqkitError
 from siqkit.export.tokenizer_gguf import read_vocab
 
-# Hugging Face model_type -> llama.cpp architecture of its (language) model.
-GGUF_ARCH_OF = {
-    "llama": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "qwen2_vl": "qwen2vl",
-    "qwen2_5_vl": "qwen2vl",
-    "qwen3_vl": "qwen3vl",
-    "smolvlm": "llama",
-    "idefics3": "llama",
-}
-SUPPORTED_GGUF_ARCHS = tuple(GGUF_ARCH_OF)
 DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 _FILE_TYPES = {

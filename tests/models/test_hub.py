@@ -8,7 +8,7 @@ import shutil
 
 import yaml
 
-from siqkit.models.hub import is_repo_id
+from siqkit.hub import is_repo_id
 from siqkit.recipe import load_recipe
 
 REPO = "tiny-org/tiny-qwen2-vl"
