@@ -2,7 +2,7 @@
 
 This is how a recipe for real checkpoints is smoke-tested on a CPU in minutes before it is
 run for hours on a GPU. Each model is replaced by a randomly initialised twin of the *same
-architecture class* with tiny dimensions (:mod:`siqkit.models.tiny`):
+architecture class* with tiny dimensions (:mod:`siqkit.models.twins`):
 
 - a ``transformers`` teacher: a twin of the class its checkpoint's ``config.json`` names, or,
   when the checkpoint path is not set, of its ``arch``;
@@ -52,7 +52,7 @@ vLLM's CPU attention runs."""
 def prepare_tiny(recipe: Recipe) -> None:
     """Check that every model can be twinned and cap the data; builds and writes nothing."""
     from siqkit.export.gguf_writer import SUPPORTED_GGUF_ARCHS
-    from siqkit.models.tiny import SUPPORTED_TINY
+    from siqkit.models.twins import SUPPORTED_TINY
 
     cfg = recipe.tiny
     if recipe.run.dir is None:
@@ -95,7 +95,7 @@ def prepare_tiny(recipe: Recipe) -> None:
 
 def build_twins(recipe: Recipe) -> None:
     """Build (or reuse) each model's twin under RUN_DIR/tiny/ and point the recipe at it."""
-    from siqkit.models.tiny import make_tiny, tiny_from
+    from siqkit.models.twins import make_tiny, tiny_from
 
     root = recipe.run_dir.resolve() / "tiny"
     for t in recipe.teachers:

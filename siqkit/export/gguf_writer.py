@@ -319,9 +319,9 @@ def tiny_gguf(arch: str, out_dir: str | Path, *, dtype: str = "f16", **tiny_kwar
     """Build a tiny twin of ``arch`` (a supported model_type) and write its GGUF; returns the GGUF path.
 
     The Hugging Face twin is kept beside it in ``out_dir/<arch>-hf`` for comparisons;
-    ``tiny_kwargs`` go to :func:`siqkit.models.tiny.make_tiny`. Takes about a second.
+    ``tiny_kwargs`` go to :func:`siqkit.models.twins.make_tiny`. Takes about a second.
     """
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     if arch not in SUPPORTED_GGUF_ARCHS:
         raise GGUFExportError(f"no GGUF twin for {arch!r}; supported: {', '.join(SUPPORTED_GGUF_ARCHS)}")

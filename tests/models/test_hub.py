@@ -41,7 +41,7 @@ def recipe(tmp_path, **run) -> str:
 
 
 def test_a_repo_id_resolves_from_the_local_cache(tiny_model, tmp_path, monkeypatch):
-    from siqkit.models.tiny import load_tiny
+    from siqkit.models.twins import load_tiny
 
     snap = cache_with(tiny_model("qwen2_vl"), tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
