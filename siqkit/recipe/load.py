@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from siqkit import section
 from siqkit.errors import RecipeError
 from siqkit.recipe.schema import INTERNAL_KEYS, Recipe
+from siqkit.recipe.shrink import prepare_tiny
 
 MAX_NODES = 100_000  # values in a recipe once its aliases are expanded
 MAX_DEPTH = 50  # nesting levels; a real recipe uses fewer than 10
@@ -114,7 +115,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool
     """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem.
 
     With ``tiny``, checkpoint paths may be unset and the recipe is rewritten for a tiny run
-    (siqkit/tiny.py); nothing is built or written here.
+    (:mod:`siqkit.recipe.shrink`); nothing is built or written here.
     """
     path = Path(path)
     if path.is_dir():
@@ -150,8 +151,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool
     recipe.is_tiny = tiny
     _check_files(recipe)
     if tiny:
-        from siqkit.tiny import prepare_tiny
-
         prepare_tiny(recipe)
     return recipe
 

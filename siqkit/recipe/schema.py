@@ -374,7 +374,7 @@ class ExportConfig(_Model):
 
 
 class TinyConfig(_Model):
-    """What ``--tiny`` caps (see siqkit/tiny.py)."""
+    """What ``--tiny`` caps (see siqkit/recipe/shrink.py)."""
 
     max_seeds: int = Field(40, ge=1)  # per source and split
     max_new_tokens: int = Field(48, ge=1)  # per teacher sample and per evaluation answer
