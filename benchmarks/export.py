@@ -26,7 +26,7 @@ from pathlib import Path
 
 def build_twin(out_dir: Path, arch: str, hidden: int, layers: int) -> Path:
     """A random ``arch`` twin with 64-wide heads, 2 query heads per KV head, 3x wide MLP."""
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     heads = max(2, hidden // 64)
     return make_tiny(arch, out_dir, hidden=hidden, layers=layers, heads=heads, kv_heads=max(1, heads // 2),
@@ -41,7 +41,7 @@ def disk_floor(hf_dir: Path, out_dir: Path) -> float:
     """Seconds to write the loaded model as safetensors (what a merge writes)."""
     import torch
 
-    from siqkit.models.tiny import load_tiny
+    from siqkit.models.twins import load_tiny
 
     model = load_tiny(hf_dir, dtype=torch.float16)
     t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def transformers_speed(hf_dir: Path, prompt: list[int], tokens: int, threads: in
     """Greedy decode tokens/s with transformers' generate (fp32, KV cache), prefill excluded."""
     import torch
 
-    from siqkit.models.tiny import load_tiny
+    from siqkit.models.twins import load_tiny
 
     torch.set_num_threads(threads)
     model = load_tiny(hf_dir).eval()

@@ -57,7 +57,7 @@ def build_twin(out: Path, args) -> Path:
     """A random qwen3 twin: the small default, or Qwen3-8B's real shape (on ``--device``)."""
     if args.shape == "qwen3-8b":
         return _real_shape_twin(out, args.device)
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     heads = max(2, args.hidden // 64)
     return make_tiny("qwen3", out, hidden=args.hidden, layers=args.layers, heads=heads,
@@ -73,7 +73,7 @@ def _real_shape_twin(out: Path, device: str, d: dict = QWEN3_8B) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     make_tiny("qwen3", out, hidden=64, layers=1, heads=2, kv_heads=1, intermediate=128)  # tokenizer, template
     small = json.loads((out / "config.json").read_text())

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         heads = max(2, args.hidden // 64)

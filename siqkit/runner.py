@@ -72,7 +72,7 @@ def run_recipe(recipe: Recipe, only: str | None = None, start: str | None = None
     try:
         setup_logging(run_dir / "siqkit.log")
         if recipe.is_tiny:
-            from siqkit.tiny import build_twins
+            from siqkit.tiny_run import build_twins
 
             build_twins(recipe)
         if "generate" in stages or ("annotate" in stages and recipe.annotate.judge):

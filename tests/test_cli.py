@@ -48,7 +48,7 @@ def test_readme_first_screen_gives_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_plan_memory_on_a_tiny_twin(cli, tmp_path):
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     model = make_tiny("qwen2_vl", tmp_path / "twin")
     res = cli("plan-memory", "--model", str(model), "--vram", "8GB", "--seq", "512")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -35,13 +36,16 @@ from siqkit.annotate.difficulty import combine_difficulty
 from siqkit.annotate.labels import parse_judge_json, task_labels
 from siqkit.annotate.normalize import check_answer, infer_kind
 from siqkit.annotate.stats import reasoning_stats
-from siqkit.generate.prompts import digest, teacher_identity
+from siqkit.hashing import digest
 from siqkit.progress import track
-from siqkit.recipe import Recipe
 from siqkit.records import Annotation, Generation, Seed
 from siqkit.store import Store
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput
+from siqkit.teachers.identity import teacher_identity
 from siqkit.teachers.registry import load_teacher
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe
 
 log = logging.getLogger("siqkit.annotate")
 

@@ -40,7 +40,7 @@ from siqkit.curate.images import image_clusters, stored_fingerprints
 from siqkit.curate.rules import TextRules, plan, sql_rule_reasons
 from siqkit.curate.select import select
 from siqkit.curate.subsets import subset_keys
-from siqkit.generate.prompts import digest
+from siqkit.hashing import digest
 from siqkit.progress import track
 from siqkit.records import Curation, CurationSubset
 from siqkit.store import Store, seeded_hash

@@ -28,21 +28,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from siqkit.archs import GGUF_ARCH_OF, SUPPORTED_GGUF_ARCHS
 from siqkit.errors import SiqkitError
 from siqkit.export.tokenizer_gguf import read_vocab
 
-# Hugging Face model_type -> llama.cpp architecture of its (language) model.
-GGUF_ARCH_OF = {
-    "llama": "llama",
-    "qwen2": "qwen2",
-    "qwen3": "qwen3",
-    "qwen2_vl": "qwen2vl",
-    "qwen2_5_vl": "qwen2vl",
-    "qwen3_vl": "qwen3vl",
-    "smolvlm": "llama",
-    "idefics3": "llama",
-}
-SUPPORTED_GGUF_ARCHS = tuple(GGUF_ARCH_OF)
 DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 _FILE_TYPES = {
@@ -330,9 +319,9 @@ def tiny_gguf(arch: str, out_dir: str | Path, *, dtype: str = "f16", **tiny_kwar
     """Build a tiny twin of ``arch`` (a supported model_type) and write its GGUF; returns the GGUF path.
 
     The Hugging Face twin is kept beside it in ``out_dir/<arch>-hf`` for comparisons;
-    ``tiny_kwargs`` go to :func:`siqkit.models.tiny.make_tiny`. Takes about a second.
+    ``tiny_kwargs`` go to :func:`siqkit.models.twins.make_tiny`. Takes about a second.
     """
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     if arch not in SUPPORTED_GGUF_ARCHS:
         raise GGUFExportError(f"no GGUF twin for {arch!r}; supported: {', '.join(SUPPORTED_GGUF_ARCHS)}")

@@ -134,7 +134,7 @@ class HFReference:
     def __init__(self, hf_dir: str | Path, *, n_greedy: int = 32, dtype: torch.dtype = torch.float32):
         from transformers import AutoTokenizer
 
-        from siqkit.models.tiny import is_vision, load_tiny
+        from siqkit.models.twins import is_vision, load_tiny
 
         self.dir = Path(hf_dir)
         cfg = json.loads((self.dir / "config.json").read_text())

@@ -9,9 +9,9 @@ changing any of them is new work and nothing else is.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
+
+from siqkit.hashing import digest
 
 DEFAULT_SYSTEM = (
     "You are a careful teacher. Look at the image(s) and the question. Reason step by step "
@@ -32,26 +32,9 @@ def render_messages(teacher: Any, question: str, source: str, split: str, n_imag
     return messages
 
 
-def teacher_identity(teacher: Any) -> dict:
-    """What makes a teacher's outputs its own: backend, model and the settings that change them."""
-    identity = {
-        "name": teacher.name, "backend": teacher.backend,
-        "model": str(teacher.path or teacher.callable or teacher.model or ""),
-        "mmproj": str(teacher.mmproj or ""), "quantization": teacher.quantization,
-        "options": teacher.options,
-    }
-    if getattr(teacher, "max_pixels", None) is not None:  # only when set: older keys stay valid
-        identity["max_pixels"] = teacher.max_pixels
-    return identity
-
-
 def sampling_dict(teacher: Any, seed: int) -> dict:
     s = teacher.sampling
     return {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": seed}
-
-
-def digest(obj: Any, n: int = 24) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 def work_key(seed_id: str, identity: dict, messages: list[dict], sampling: dict, sample_index: int) -> str:

@@ -26,16 +26,20 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from siqkit.generate.prompts import render_messages, sampling_dict, teacher_identity, work_key
+from siqkit.generate.prompts import render_messages, sampling_dict, work_key
 from siqkit.generate.routing import Router
 from siqkit.progress import console, make_progress
-from siqkit.recipe import Recipe
 from siqkit.records import Generation, Seed, TeacherRun
 from siqkit.store import Store, seeded_hash
 from siqkit.teachers.base import DEFAULT_BATCH, Sampling, TeacherInput, TeacherOutput, iter_outputs
+from siqkit.teachers.identity import teacher_identity
 from siqkit.teachers.parse import parse_cot
 from siqkit.teachers.registry import load_teacher
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe
 
 log = logging.getLogger("siqkit.generate")
 

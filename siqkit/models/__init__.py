@@ -6,7 +6,7 @@ class with tiny dimensions, plus its tokenizer and processor, loadable offline b
 """
 
 from siqkit.models.processors import NoVideoProcessor, load_processor
-from siqkit.models.tiny import (
+from siqkit.models.twins import (
     SUPPORTED_TINY,
     TEXT_ARCHS,
     VISION_ARCHS,

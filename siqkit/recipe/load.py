@@ -15,17 +15,18 @@ except ``run.dir``, which is relative to the current directory (the default is
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from siqkit import section
 from siqkit.errors import RecipeError
 from siqkit.recipe.schema import INTERNAL_KEYS, Recipe
+from siqkit.recipe.shrink import prepare_tiny
 
 MAX_NODES = 100_000  # values in a recipe once its aliases are expanded
 MAX_DEPTH = 50  # nesting levels; a real recipe uses fewer than 10
@@ -114,7 +115,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool
     """Read, override, substitute, validate and resolve a recipe; raise RecipeError on any problem.
 
     With ``tiny``, checkpoint paths may be unset and the recipe is rewritten for a tiny run
-    (siqkit/tiny.py); nothing is built or written here.
+    (:mod:`siqkit.recipe.shrink`); nothing is built or written here.
     """
     path = Path(path)
     if path.is_dir():
@@ -150,8 +151,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, tiny: bool
     recipe.is_tiny = tiny
     _check_files(recipe)
     if tiny:
-        from siqkit.tiny import prepare_tiny
-
         prepare_tiny(recipe)
     return recipe
 
@@ -254,93 +253,13 @@ def _join(where: str, key: Any) -> str:
 # ------------------------------------------------------------------------ error text
 
 
-_TYPE_NAMES = {
-    "int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
-    "list": "a list", "dict": "a mapping", "model": "a mapping", "path": "a path",
-}
-
-
-def _key_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "union[", "int", "dict[", "list[")) and "." not in str(part):
-            continue  # pydantic's union-branch markers are not keys
-        else:
-            out = f"{out}.{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _describe(e: dict) -> str:
-    kind, loc, value = e["type"], e["loc"], e.get("input")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        msg = f"unknown key '{loc[-1]}'"
-        if hint:
-            msg += f"; did you mean '{hint[0]}'?"
-        elif allowed:
-            msg += f"; expected one of {', '.join(allowed)}"
-        return msg
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "literal_error":
-        expected = [x.strip(" '") for x in re.split(r",| or ", e["ctx"]["expected"]) if x.strip()]
-        field = str(loc[-1]) if not isinstance(loc[-1], int) else "value"
-        return f"unknown {field} {value!r}; expected one of {', '.join(expected)}"
-    if kind.endswith(("_type", "_parsing")) and kind != "value_error":
-        want = kind.rsplit("_", 1)[0].replace("_type", "")
-        want = _TYPE_NAMES.get(want.split("_")[0], want)
-        return f"expected {want}, got {type(value).__name__} {value!r}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return e["msg"].lower()
-    msg = e["msg"]
-    return msg.removeprefix("Value error, ")
+def format_validation_error(err: ValidationError) -> str:
+    """One line: the first problem with its key path in the recipe, and how many more there are."""
+    return section.format_validation_error(err, Recipe, hidden=INTERNAL_KEYS)
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
-    model: Any = Recipe
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = _inner_model(field.annotation)
-        if model is None:
-            return []
-    return [k for k in getattr(model, "model_fields", {}) if model is not Recipe or k not in INTERNAL_KEYS]
-
-
-def _inner_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """One line: the first problem with its key path, and how many more there are."""
-    errors = err.errors()
-    # a value error raised by a validator may name a sub-key ("[2].name: ..." or "path: ...")
-    first = errors[0]
-    path = _key_path(first["loc"])
-    msg = _describe(first)
-    m = re.match(r"((?:\[\d+\]|\.?[A-Za-z_]\w*)+): (.*)", msg) if first["type"] == "value_error" else None
-    if m:
-        sub = m.group(1)
-        if path == "(top level)":
-            path = sub.lstrip(".")
-        else:
-            path += sub if sub.startswith(("[", ".")) else "." + sub
-        msg = m.group(2)
-    more = len(errors) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{path}: {msg}{tail}"
+    return section.allowed_keys(Recipe, loc, hidden=INTERNAL_KEYS)
 
 
 # ------------------------------------------------------------------------ resolution

@@ -32,7 +32,7 @@ class RunConfig(_Model):
     name: str | None = None  # default: the recipe file's stem
     dir: Path | None = None  # default: runs/<name>, relative to the current directory
     # a checkpoint path written as a Hub repo id (owner/name) is found in the local Hugging
-    # Face cache; true: one missing there is downloaded (siqkit/models/hub.py)
+    # Face cache; true: one missing there is downloaded (siqkit/hub.py)
     allow_download: bool = False
 
 
@@ -374,7 +374,7 @@ class ExportConfig(_Model):
 
 
 class TinyConfig(_Model):
-    """What ``--tiny`` caps (see siqkit/tiny.py)."""
+    """What ``--tiny`` caps (see siqkit/recipe/shrink.py)."""
 
     max_seeds: int = Field(40, ge=1)  # per source and split
     max_new_tokens: int = Field(48, ge=1)  # per teacher sample and per evaluation answer
@@ -413,7 +413,7 @@ class Recipe(_Model):
     @model_validator(mode="after")
     def _hub_checkpoints(self, info: ValidationInfo) -> "Recipe":
         """Checkpoint paths written as repo ids -> their snapshot folders in the HF cache."""
-        from siqkit.models.hub import CheckpointNotFound, is_repo_id, resolve_checkpoint
+        from siqkit.hub import CheckpointNotFound, is_repo_id, resolve_checkpoint
 
         slots = [(f"teachers[{i}].path", t) for i, t in enumerate(self.teachers) if t.backend in ("transformers", "vllm")]
         slots += [("student.path", self.student)] if self.student is not None else []

@@ -20,15 +20,18 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from siqkit.errors import QuarantineError
 from siqkit.progress import track
-from siqkit.recipe import Recipe, SourceConfig
 from siqkit.records import Drop, Media, Quarantine, Reject, Seed, SourceRun, seed_id
 from siqkit.seeds.sources import build_source
 from siqkit.store import Store, seeded_hash
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe, SourceConfig
 
 log = logging.getLogger("siqkit.seeds")
 

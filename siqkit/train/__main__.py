@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from siqkit.errors import SiqkitError
-from siqkit.recipe import format_validation_error
+from siqkit.section import format_validation_error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ class BuildConfig(_Model):
     (``method: full``) before LoRA or QLoRA stages make sense.
     """
 
-    arch: str = "qwen2_vl"  # any architecture siqkit builds twins of (see siqkit/models/tiny.py)
+    arch: str = "qwen2_vl"  # any architecture siqkit builds twins of (see siqkit/models/twins.py)
     hidden_size: int = 256  # a multiple of 256 keeps the k-quants (q4_k_m) exact in GGUF export
     layers: int = 4
     heads: int = 4

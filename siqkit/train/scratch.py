@@ -63,7 +63,7 @@ def _texts(rows: list[TraceRow]) -> list[str]:
 
 def build_student(cfg: BuildConfig, data_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
     """Write (or reuse) the student ``cfg`` describes in ``out_dir``; return the folder."""
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     out = Path(out_dir)
     rows = load_traces(data_dir)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from siqkit.errors import SiqkitError
-from siqkit.recipe import Recipe
 from siqkit.store import Store
+
+if TYPE_CHECKING:
+    from siqkit.recipe import Recipe
 
 log = logging.getLogger("siqkit.train")
 

@@ -84,7 +84,7 @@ def test_rows_follow_the_training_contract(curated):
 def processor(tmp_path_factory):
     """The quickstart student's processor (a Qwen2-VL twin's)."""
     from siqkit.models.processors import load_processor
-    from siqkit.models.tiny import cached_tiny
+    from siqkit.models.twins import cached_tiny
 
     return load_processor(cached_tiny("qwen2_vl", tmp_path_factory.mktemp("twins")))
 

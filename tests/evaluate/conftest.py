@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siqkit.models.tiny import cached_tiny
+from siqkit.models.twins import cached_tiny
 
 
 @pytest.fixture(scope="session")

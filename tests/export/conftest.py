@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from siqkit.models.tiny import load_tiny, make_tiny
+from siqkit.models.twins import load_tiny, make_tiny
 from siqkit.models.tokenizer import default_corpus
 
 pytest.importorskip("llama_cpp")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from siqkit.export import export_model, merge_lora
 from siqkit.export.cards import CARD_MARK, base_model_id, write_folder_card
-from siqkit.models.tiny import make_tiny
+from siqkit.models.twins import make_tiny
 
 from tests.export.test_merge import _adapter
 

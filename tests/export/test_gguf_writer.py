@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from siqkit.export import GGUFExportError, SUPPORTED_GGUF_ARCHS, tiny_gguf, write_gguf
-from siqkit.models.tiny import make_tiny
+from siqkit.models.twins import make_tiny
 from siqkit.models.tokenizer import default_corpus
 
 llama_cpp = pytest.importorskip("llama_cpp")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from siqkit.export import MergeError, export_model, merge_lora
-from siqkit.models.tiny import load_tiny, make_tiny
+from siqkit.models.twins import load_tiny, make_tiny
 
 peft = pytest.importorskip("peft")
 

@@ -21,7 +21,7 @@ from siqkit.export import GGUFExportError, verify_gguf, write_gguf, write_mmproj
 from siqkit.export.runtime import VisionContext, open_llama
 from siqkit.export.verify import IMAGE_LOGIT_TOL, HFReference, default_image
 from siqkit.models import load_processor
-from siqkit.models.tiny import load_tiny, make_tiny
+from siqkit.models.twins import load_tiny, make_tiny
 
 from .conftest import VL_ARCHS, vl_twin
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from siqkit.models.tiny import load_tiny
+from siqkit.models.twins import load_tiny
 
 from .conftest import LANGUAGE_MODEL_OF, PARITY_ARCHS, PARITY_GREEDY, figures, parity_text
 

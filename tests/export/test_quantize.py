@@ -14,7 +14,7 @@ import pytest
 
 from siqkit.export import QuantizeError, quantize_gguf, tensor_types, write_gguf
 from siqkit.export.runtime import eval_logits, open_llama
-from siqkit.models.tiny import make_tiny
+from siqkit.models.twins import make_tiny
 
 from .conftest import figures
 

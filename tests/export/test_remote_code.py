@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from siqkit.models.tiny import make_tiny
+from siqkit.models.twins import make_tiny
 
 from tests.conftest import REPO
 
@@ -57,7 +57,7 @@ def on_a_terminal_answering_yes(args: list[str], cwd) -> str:
 
 
 @pytest.mark.parametrize("loader", [
-    "from siqkit.models.tiny import load_tiny; load_tiny({path!r})",
+    "from siqkit.models.twins import load_tiny; load_tiny({path!r})",
     "from siqkit.export.verify import HFReference; HFReference({path!r})",
 ])
 def test_verification_loaders_never_run_a_checkpoints_code(booby_trapped, tmp_path, loader):

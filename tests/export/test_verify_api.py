@@ -11,7 +11,7 @@ import siqkit.export.api as api
 from siqkit.export import GGUFExportError, export_model, verify_gguf, write_gguf
 from siqkit.export.commands import export_command, verify_command
 from siqkit.export.verify import VerifyError, summary_path
-from siqkit.models.tiny import make_tiny
+from siqkit.models.twins import make_tiny
 
 
 def test_export_model_writes_everything(vl_files, export_root):

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from siqkit.export import write_gguf
 from siqkit.export.runtime import eval_logits, open_llama
-from siqkit.models.tiny import load_tiny, make_tiny
+from siqkit.models.twins import load_tiny, make_tiny
 from siqkit.models.tokenizer import default_corpus
 
 VL = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "smolvlm")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from siqkit.generate.prompts import DEFAULT_SYSTEM, render_messages, sampling_dict, teacher_identity, work_key
+from siqkit.generate.prompts import DEFAULT_SYSTEM, render_messages, sampling_dict, work_key
 from siqkit.generate.routing import Router
 from siqkit.recipe import TeacherConfig
+from siqkit.teachers.identity import teacher_identity
 
 
 def teacher(name, **route):

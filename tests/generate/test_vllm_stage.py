@@ -20,7 +20,7 @@ pytestmark = pytest.mark.vllm
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     require_vllm()
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     return make_tiny("qwen3", tmp_path_factory.mktemp("vllm-stage-twin") / "qwen3", hidden=256, layers=4,
                      heads=4, kv_heads=2, intermediate=768)

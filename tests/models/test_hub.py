@@ -8,7 +8,7 @@ import shutil
 
 import yaml
 
-from siqkit.models.hub import is_repo_id
+from siqkit.hub import is_repo_id
 from siqkit.recipe import load_recipe
 
 REPO = "tiny-org/tiny-qwen2-vl"
@@ -41,7 +41,7 @@ def recipe(tmp_path, **run) -> str:
 
 
 def test_a_repo_id_resolves_from_the_local_cache(tiny_model, tmp_path, monkeypatch):
-    from siqkit.models.tiny import load_tiny
+    from siqkit.models.twins import load_tiny
 
     snap = cache_with(tiny_model("qwen2_vl"), tmp_path / "hub")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

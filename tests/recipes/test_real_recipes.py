@@ -313,7 +313,7 @@ def test_the_readme_docvqa_conversion_shrinks_large_pages(tmp_path):
 def test_with_every_checkpoint_set_the_recipes_check_clean(tmp_path, siq_data):
     """Without --tiny: each variable pointing at a checkpoint of its class (twins here) is a valid recipe."""
     from siqkit.export import tiny_gguf, write_mmproj
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     models = tmp_path / "models"
     env = {"SIQ_DATA": str(siq_data)}

@@ -219,14 +219,14 @@ def ocfg():
 
 @pytest.fixture(scope="session")
 def tiny_text_dir(tmp_path_factory):
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     return make_tiny("qwen3", tmp_path_factory.mktemp("tiny") / "qwen3", init_std=0.2)
 
 
 @pytest.fixture(scope="session")
 def tiny_vl_dir(tmp_path_factory):
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     return make_tiny("qwen2_vl", tmp_path_factory.mktemp("tiny") / "qwen2_vl", init_std=0.2)
 

@@ -76,7 +76,7 @@ def test_missing_files_are_load_errors(tmp_path, tiny_gguf_pair):
 def test_images_through_a_real_mmproj(tmp_path, mk, img):
     """A Qwen2-VL twin written as GGUF + mmproj by siqkit, answering an image prompt in llama.cpp."""
     from siqkit.export import write_gguf, write_mmproj
-    from siqkit.models.tiny import make_tiny
+    from siqkit.models.twins import make_tiny
 
     hf = make_tiny("qwen2_vl", tmp_path / "hf", hidden=128, intermediate=256, seed=1)
     gguf_file = write_gguf(hf, tmp_path / "model.gguf", dtype="f16")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from siqkit.models.tiny import cached_tiny
+from siqkit.models.twins import cached_tiny
 from tests.train.traces import write_traces
 
 
