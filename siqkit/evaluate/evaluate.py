@@ -27,7 +27,6 @@ evaluation under ``out_dir/eval/``, an identical earlier evaluation reused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable
 
 from siqkit.errors import SiqkitError
+from siqkit.hashing import digest
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,8 @@ def evaluate_checkpoint(model_path: str | Path, label: str, index: int, seeds: l
     from siqkit.models.checkpoints import model_identity
 
     eval_dir = Path(out_dir) / "eval" / f"{index:02d}-{label}"
-    fingerprint = _digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
-                           "max_new_tokens": max_new_tokens, "text_only": text_only})
+    fingerprint = digest({"model": model_identity(model_path), "seeds": [(s.seed_id, s.task) for s in seeds],
+                           "max_new_tokens": max_new_tokens, "text_only": text_only}, 16)
     cached = eval_dir / "eval.json"
     if cached.is_file():
         found = json.loads(cached.read_text())
@@ -208,10 +208,6 @@ def evaluate_checkpoint(model_path: str | Path, label: str, index: int, seeds: l
     log.info("eval %s: accuracy %s, format %.2f, mean reasoning tokens %.1f", label, result["accuracy"],
              result["format_ok"], result["mean_reasoning_tokens"])
     return result
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def task_scores(rows: list[dict]) -> dict[str, dict]:

@@ -8,9 +8,9 @@ whether a model it already trained or evaluated is still the same one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+
+from siqkit.hashing import digest
 
 
 def is_vision_checkpoint(path: str | Path, trust_remote_code: bool = False) -> bool:
@@ -25,5 +25,4 @@ def is_vision_checkpoint(path: str | Path, trust_remote_code: bool = False) -> b
 def model_identity(path: str | Path) -> str:
     """A checkpoint's identity: its folder and its weight files' names, sizes and times."""
     files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).glob("*.safetensors"))
-    payload = json.dumps([str(Path(path).resolve()), files], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return digest([str(Path(path).resolve()), files], 16)

@@ -42,7 +42,6 @@ Run folder layout (``out_dir``)::
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from siqkit.errors import SiqkitError
+from siqkit.hashing import digest
 from siqkit.train.config import PARTS, StageConfig, StudentConfig, TrainConfig
 from siqkit.train.data import Encoder, build_examples, load_traces
 from siqkit.train.loop import LoopSettings, run_loop
@@ -60,10 +60,6 @@ from siqkit.train.watch import StageWatch
 log = logging.getLogger(__name__)
 
 CPU_MICRO_BATCH = 4
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _device(cfg: TrainConfig) -> str:
@@ -148,7 +144,7 @@ def stage_identity(stage: StageConfig, cfg: TrainConfig, student: StudentConfig,
         "batch_size": settings.micro_batch * settings.grad_accum, "method": info["method"],
         "max_seq_len": cfg.max_seq_len, "max_image_pixels": cfg.max_image_pixels, "text_only": text_only,
         "image_text": student.image_text, "input model": model_identity(model_path),
-        "data": _digest([e.key for e in examples]),
+        "data": digest([e.key for e in examples], 16),
     })
     return flat
 
@@ -205,7 +201,7 @@ def run_stage(position: int, stage: StageConfig, student: StudentConfig, cfg: Tr
     sizes = [image_sizes(ex.images) for ex in examples] if any(ex.images for ex in examples) else None
     settings, info = resolve_stage(stage, cfg, model_path, train_parts, device, precision, sizes)
     identity = stage_identity(stage, cfg, student, settings, info, model_path, examples, text_only)
-    fingerprint = _digest(identity)
+    fingerprint = digest(identity, 16)
     done_file = stage_dir / "stage.json"
     if done_file.is_file():
         done = json.loads(done_file.read_text())
