@@ -3,6 +3,7 @@ chat template; the LLaMA-Factory variant; the card; subsets; reading them back."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -12,7 +13,7 @@ import yaml
 
 from siqkit.curate.card import card_license, size_category
 from siqkit.curate.commands import UsageError, subset_command
-from siqkit.curate.datasets import export_samples
+from siqkit.curate.datasets import ExportRow, export_samples
 from tests.curate.roundtrip import import_seeds, import_traces, read_export
 from siqkit.curate.stage import run_curate
 from siqkit.errors import StoreError
@@ -21,8 +22,7 @@ from siqkit.teachers.parse import format_target
 
 from tests.curate.conftest import build_store, png, recipe, sample
 
-FIELDS = ["id", "seed_id", "teacher", "split", "difficulty", "labels", "images", "messages", "answer", "gold",
-          "caption", "finish_reason"]
+FIELDS = [f.name for f in dataclasses.fields(ExportRow)]  # the contract's one definition
 
 
 @pytest.fixture
@@ -50,6 +50,12 @@ def card_header(card: str) -> dict:
 
 def snippets(card: str) -> list[str]:
     return re.findall(r"```python\n(.+?)```", card, re.S)
+
+
+def test_the_contract_names_its_fields_once():
+    assert FIELDS[:11] == ["id", "seed_id", "teacher", "split", "difficulty", "labels", "images", "messages",
+                           "answer", "gold", "caption"]
+    assert "finish_reason" in FIELDS  # a trace column added in ExportRow alone reaches every export
 
 
 def test_rows_follow_the_training_contract(curated):
@@ -117,6 +123,7 @@ def test_each_export_loads_from_another_directory_with_images(curated, tmp_path,
     b = load_dataset("parquet", data_files=str(out / "data.parquet"), split="train", cache_dir=cache)
     c = load_dataset(str(out), split="train", cache_dir=cache)
     assert len(a) == len(b) == len(c) == 36
+    assert list(a.features) == list(b.features) == FIELDS  # every contract field, in every format
     assert a[0]["id"] == b[0]["id"] and b[0]["messages"] == c[0]["messages"]
     assert b[0]["messages"][1]["content"][0]["text"].startswith("<think>\n")
     assert isinstance(b.features["images"].feature, datasets.Image)
