@@ -221,7 +221,11 @@ class Store:
         except OSError as e:
             raise StoreError(f"{run_dir}: cannot create the run folder ({e.strerror}); choose another run.dir") from None
         store = cls(run_dir, _connect(db, read_only))
-        store._check_schema(create=not read_only)
+        try:
+            store._check_schema(create=not read_only)
+        except BaseException:
+            store.close()  # a refused store is not left open
+            raise
         return store
 
     @staticmethod
@@ -257,13 +261,11 @@ class Store:
                 return
             if found is not None and found < SCHEMA_VERSION and all(v in MIGRATIONS for v in range(found, SCHEMA_VERSION)):
                 if not create:  # read-only
-                    self.con.close()
                     raise StoreError(f"{db}: run store schema version {found}, older than this siqkit's "
                                      f"{SCHEMA_VERSION}; upgrade it in place with `siqkit upgrade {self.run_dir}` "
                                      "(any `siqkit run` on it does too)")
                 self._migrate(found)
                 return
-            self.con.close()
             raise StoreError(
                 f"{db}: run store schema version {found}, but this siqkit ({__version__}) reads version "
                 f"{SCHEMA_VERSION}; use a matching siqkit or a new run folder"
