@@ -16,8 +16,9 @@ label cap) and exports ``RUN_DIR/datasets/curated/``. Example::
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,10 +42,10 @@ class RulesConfig(_Model):
     require_gold: bool = False  # also drop traces that could not be checked (seed without gold)
     min_reasoning_tokens: int | None = 3  # whitespace tokens, as the annotate stage counts them
     max_reasoning_tokens: int | None = 4096
-    max_answer_tokens: int | None = 256
+    max_answer_tokens: int | None = 256  # at least 1: every kept trace has an answer
     repetition_ngram: int = 4  # word n-grams for the repetition rule
     max_repeated_ngram_fraction: float | None = 0.5  # share of n-grams that repeat an earlier one
-    max_line_repeats: int | None = 4  # loops: the same non-trivial line more often than this
+    max_line_repeats: int | None = 4  # loops: the same non-trivial line more often than this (at least 1)
     refusal_patterns: list[str] = Field(default_factory=lambda: list(REFUSALS))  # case-insensitive regexes
     scripts: list[str] | None = Field(default_factory=lambda: ["Latin", "Greek"])  # Unicode scripts of letters
     min_script_fraction: float = 0.9  # share of letters in reasoning + answer that must be in `scripts`
@@ -69,12 +70,22 @@ class RulesConfig(_Model):
 
     @model_validator(mode="after")
     def _ranges(self) -> "RulesConfig":
-        for key in ("min_reasoning_tokens", "max_reasoning_tokens", "max_answer_tokens", "max_line_repeats"):
+        for key in ("min_reasoning_tokens", "max_reasoning_tokens"):
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ValueError(f"{key}: must be 0 or more (got {value})")
-        if (self.min_reasoning_tokens or 0) > (self.max_reasoning_tokens or float("inf")):
-            raise ValueError("min_reasoning_tokens: must not exceed max_reasoning_tokens")
+        # 0 would drop every trace: an empty answer is dropped anyway, and a line counts once at least
+        for key in ("max_answer_tokens", "max_line_repeats"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: must be at least 1 (got {value}); null turns the rule off")
+        if self.require_reasoning and self.max_reasoning_tokens == 0:
+            raise ValueError("max_reasoning_tokens: 0 drops every trace that require_reasoning keeps; "
+                             "null turns the rule off")
+        if (self.min_reasoning_tokens or 0) > (self.max_reasoning_tokens if self.max_reasoning_tokens is not None
+                                               else float("inf")):
+            raise ValueError(f"min_reasoning_tokens: must not exceed max_reasoning_tokens "
+                             f"({self.min_reasoning_tokens} > {self.max_reasoning_tokens})")
         f = self.max_repeated_ngram_fraction
         if f is not None and not 0 < f <= 1:
             raise ValueError(f"max_repeated_ngram_fraction: must be in (0, 1] (got {f})")
@@ -92,16 +103,16 @@ class DedupConfig(_Model):
     question: bool = True  # one problem per near-duplicate question on near-identical images
     reasoning: bool = True  # one trace per near-duplicate reasoning for the same problem
     threshold: float = 0.8  # Jaccard of word n-gram sets at or above which texts are duplicates
-    num_perm: int = 128
-    ngram: int = 5
+    num_perm: int = 128  # MinHash permutations, 2 to 1024 (candidates are checked exactly; more only costs memory)
+    ngram: int = 5  # word n-grams, 1 to 64
     image_distance: int | None = 4  # near-identical images: perceptual hashes this many bits apart; null: same bytes only
 
     @model_validator(mode="after")
     def _ranges(self) -> "DedupConfig":
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold: must be in (0, 1] (got {self.threshold})")
-        if self.num_perm < 2:
-            raise ValueError(f"num_perm: must be at least 2 (got {self.num_perm})")
+        if not 2 <= self.num_perm <= 1024:
+            raise ValueError(f"num_perm: must be between 2 and 1024 (got {self.num_perm})")
         if not 1 <= self.ngram <= 64:
             raise ValueError(f"ngram: must be between 1 and 64 (got {self.ngram})")
         if self.image_distance is not None and not 0 <= self.image_distance <= 16:
@@ -109,20 +120,28 @@ class DedupConfig(_Model):
         return self
 
 
+Share = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a difficulty bucket's relative share
+
+
 class DifficultyConfig(_Model):
     """Difficulty-aware selection: a target mix over easy/medium/hard."""
 
-    mix: dict[Literal["easy", "medium", "hard"], float] | None = None  # e.g. {easy: 30, medium: 40, hard: 30}
+    # relative shares, each 0 or more (not all 0), e.g. {easy: 30, medium: 40, hard: 30}
+    mix: dict[Literal["easy", "medium", "hard"], Share] | None = None
     total: int | None = None  # samples to select under the mix; null: as many as the supply allows
     on_shortfall: Literal["shrink", "fill"] = "shrink"  # keep the mix with fewer samples, or fill `total`
     unknown: Literal["keep", "drop"] = "keep"  # traces without a difficulty: outside the mix, or dropped
-    tolerance: float = 0.02  # reported as met when every bucket is within this share of its target
+    # reported as met when every bucket is within this share (0 to 1) of its target
+    tolerance: float = Field(0.02, ge=0, le=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> "DifficultyConfig":
-        if self.mix is not None:
-            if any(v < 0 for v in self.mix.values()) or sum(self.mix.values()) <= 0:
-                raise ValueError("mix: shares must be 0 or more, and not all 0")
+        if self.mix is not None:  # each share is finite and 0 or more (Share)
+            total = sum(self.mix.values())
+            if total <= 0:
+                raise ValueError("mix: the shares must not all be 0")
+            if not math.isfinite(total):
+                raise ValueError("mix: the shares are too large to add up; use smaller numbers (e.g. percentages)")
         if self.total is not None and self.total < 1:
             raise ValueError(f"total: must be at least 1 (got {self.total})")
         return self

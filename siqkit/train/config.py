@@ -28,6 +28,8 @@ from siqkit.section import _Model
 PARTS = ("vision", "projector", "language")
 DATA_KINDS = ("caption", "answer", "cot")
 DIFFICULTIES = ("easy", "medium", "hard")
+QWEN_VL = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # vision towers with 2-D rotary embeddings
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes no more
 
 
 class BuildConfig(_Model):
@@ -55,8 +57,8 @@ class BuildConfig(_Model):
     # Teach the new vision tower to see before any stage runs: predict each captioned image's
     # caption words from its pooled visual tokens (see siqkit/train/scratch.py). 0: skip.
     vision_pretrain_steps: int = 0
-    vision_pretrain_learning_rate: float = 1.0e-3
-    seed: int | None = None  # weight initialisation; None: the recipe's seed
+    vision_pretrain_learning_rate: float = Field(1.0e-3, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)  # weight initialisation; None: the recipe's seed
 
     @field_validator("arch")
     @classmethod
@@ -83,11 +85,19 @@ class BuildConfig(_Model):
                              f"(got {self.vision_pretrain_learning_rate})")
         if self.vocab_size <= 256:
             raise ValueError(f"vocab_size: must exceed the 256 byte tokens (got {self.vocab_size})")
-        if self.hidden_size % self.heads or self.heads % self.kv_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must divide by heads ({self.heads}), "
-                             f"and heads by kv_heads ({self.kv_heads})")
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size: must divide by heads ({self.heads}) (got {self.hidden_size})")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads: must divide by kv_heads ({self.kv_heads}) (got {self.heads})")
+        if (self.hidden_size // self.heads) % 2:  # rotary position embeddings rotate pairs of channels
+            raise ValueError(f"hidden_size: hidden_size / heads, the head size, must be even "
+                             f"(got {self.hidden_size} / {self.heads} = {self.hidden_size // self.heads})")
         if self.vision_width % self.vision_heads:
-            raise ValueError(f"vision_width ({self.vision_width}) must divide by vision_heads ({self.vision_heads})")
+            raise ValueError(f"vision_width: must divide by vision_heads ({self.vision_heads}) (got {self.vision_width})")
+        if self.arch in QWEN_VL and (self.vision_width // self.vision_heads) % 4:  # pairs, along height and width
+            raise ValueError(f"vision_width: vision_width / vision_heads, the vision head size, must be a multiple "
+                             f"of 4 for {self.arch} (got {self.vision_width} / {self.vision_heads} = "
+                             f"{self.vision_width // self.vision_heads})")
         return self
 
 
@@ -124,7 +134,7 @@ class LoraConfig(_Model):
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = Field(0.05, ge=0, lt=1, allow_inf_nan=False)  # a probability; 1 would drop everything
     # "all-linear": every linear layer of the language model; or a list of module names
     # (e.g. [q_proj, v_proj]), matched on the last part of each language-model layer name.
     target_modules: Literal["all-linear"] | list[str] = "all-linear"
@@ -155,9 +165,9 @@ class StageConfig(_Model):
     # base precision (qlora: 4-bit). An unfrozen vision tower or projector always trains
     # in full: they are small.
     method: Literal["auto", "qlora", "lora", "full"] = "qlora"
-    epochs: float = 1.0  # passes over this stage's data (fractions allowed)
+    epochs: float = Field(1.0, allow_inf_nan=False)  # passes over this stage's data (fractions allowed)
     max_steps: int | None = None  # cap on optimizer steps; None: from epochs
-    learning_rate: float | None = None  # None: train.learning_rate
+    learning_rate: float | None = Field(None, gt=0, allow_inf_nan=False)  # None: train.learning_rate
     max_examples: int | None = None  # a deterministic sample, for smoke runs
     # A "cot" stage only: also train its answer-only twin for comparison. It starts from the
     # same model and trains on the same rows, in the same order, for the same optimizer
@@ -210,6 +220,7 @@ class TrainConfig(_Model):
     vram: str | None = None  # memory budget for the planner, e.g. "8GB"; default: the GPU's total memory
     max_seq_len: int = 2048  # longer rows are cut at the end of the answer; rows whose prompt is longer are dropped
     batch_size: int = 16  # sequences per optimizer step (micro_batch x grad_accum)
+    # each at most batch_size; when both are given, micro_batch x grad_accum must equal batch_size
     micro_batch: int | Literal["auto"] = "auto"  # sequences per forward pass
     grad_accum: int | Literal["auto"] = "auto"  # micro-batches per optimizer step; auto: batch_size / micro_batch
     gradient_checkpointing: bool | Literal["auto"] = "auto"
@@ -221,15 +232,15 @@ class TrainConfig(_Model):
     # Images larger than this many pixels (width x height) are scaled down, aspect kept, before
     # the processor sees them; fewer image tokens, less memory. None: the processor's own limits.
     max_image_pixels: int | None = None
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.0
+    learning_rate: float = Field(2e-4, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)  # AdamW's decoupled weight decay
     warmup_ratio: float = 0.03  # share of a stage's steps spent warming up
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    max_grad_norm: float = Field(1.0, ge=0, allow_inf_nan=False)  # gradient clipping; 0 turns it off
     lora: LoraConfig = Field(default_factory=LoraConfig)
     save_every: int = 50  # optimizer steps between checkpoints (and always at a stage's end)
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
-    seed: int = 0  # data order, LoRA initialisation and dropout derive from it
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # data order, LoRA initialisation and dropout derive from it
     evaluate_before: bool = True  # evaluate the student before any stage trains (a row "before")
     # A stage's checkpoints written with other data, learning rate, model... (not just another
     # micro-batch split, device or precision, which resume) are refused with the setting named;
@@ -241,7 +252,7 @@ class TrainConfig(_Model):
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list)
     eval_max_new_tokens: int = 512  # evaluation: generation budget per held-out seed
     eval_batch_size: int = 8
-    eval_table_rows: int = 20  # rows of the side-by-side table
+    eval_table_rows: int = Field(20, ge=0)  # rows of the side-by-side table
 
     @field_validator("stages")
     @classmethod
@@ -260,7 +271,8 @@ class TrainConfig(_Model):
         if v is not None:
             from siqkit.train.memory import parse_size
 
-            parse_size(v)
+            if parse_size(v) < 1:
+                raise ValueError(f"must be more than 0 bytes (got {v!r})")
         return v
 
     @model_validator(mode="after")
@@ -275,6 +287,13 @@ class TrainConfig(_Model):
             value = getattr(self, key)
             if value != "auto" and value < 1:
                 raise ValueError(f"{key}: must be at least 1 or auto (got {value})")
+            # an optimizer step takes micro_batch x grad_accum sequences: neither may exceed batch_size
+            if value != "auto" and value > self.batch_size:
+                raise ValueError(f"{key}: must not exceed batch_size ({self.batch_size}) (got {value})")
+        mb, accum = self.micro_batch, self.grad_accum
+        if mb != "auto" and accum != "auto" and mb * accum != self.batch_size:
+            raise ValueError(f"grad_accum: micro_batch x grad_accum ({mb} x {accum} = {mb * accum}) must equal "
+                             f"batch_size ({self.batch_size}); set grad_accum to auto to derive it")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be greater than 0 (got {self.learning_rate})")
         if not 0 <= self.warmup_ratio < 1:

@@ -64,6 +64,80 @@ def test_bad_recipe_is_one_line_and_exit_2(tmp_path, case):
     assert elapsed < 5, elapsed  # < 2 s on an idle machine; the slack absorbs a busy one
 
 
+STUDENT = GOOD + "student: {build: {}}\n"  # a student built from scratch: no checkpoint to find
+
+# --set KEY=VALUE on STUDENT -> the one-line error after "KEY: " (or, for a list, the whole error)
+OUT_OF_RANGE = {
+    "curate.dedup.threshold=1.5": "must be in (0, 1] (got 1.5)",
+    "curate.dedup.num_perm=0": "must be between 2 and 1024 (got 0)",
+    "curate.dedup.ngram=0": "must be between 1 and 64 (got 0)",
+    "curate.rules.min_reasoning_tokens=-1": "must be 0 or more (got -1)",
+    "curate.rules.max_line_repeats=0": "must be at least 1 (got 0); null turns the rule off",
+    "curate.rules.max_repeated_ngram_fraction=2": "must be in (0, 1] (got 2.0)",
+    "curate.rules.min_script_fraction=-1": "must be in [0, 1] (got -1.0)",
+    "curate.selection.difficulty.mix.easy=-30": "input should be greater than or equal to 0",
+    "curate.selection.difficulty.tolerance=.nan": "Input should be a finite number",
+    "curate.selection.labels.max_per_label=0": "must be at least 1 (got 0); remove it for no cap",
+    "train.batch_size=0": "must be at least 1 (got 0)",
+    "train.learning_rate=.nan": "Input should be a finite number",
+    "train.stages=[{name: a}, {name: b, epochs: 0}]": "train.stages[1].epochs: must be greater than 0 (got 0.0)",
+    "train.stages=[{name: a, max_steps: -5}]": "train.stages[0].max_steps: must be at least 1 (got -5)",
+    "train.stages=[{name: a, learning_rate: .inf}]": "train.stages[0].learning_rate: Input should be a finite number",
+    "train.lora.r=0": "must be at least 1 (got 0)",
+    "train.lora.dropout=1": "input should be less than 1",
+    "train.save_every=0": "must be at least 1 (got 0)",
+    "train.max_seq_len=0": "must be at least 1 (got 0)",
+    "train.vram=0GB": "must be more than 0 bytes (got '0GB')",
+    "train.max_image_pixels=0": "must be at least 1 (got 0)",
+    "train.micro_batch=32": "must not exceed batch_size (16) (got 32)",
+    "student.build.hidden_size=0": "must be at least 1 (got 0)",
+    "student.build.layers=0": "must be at least 1 (got 0)",
+    "student.build.vocab_size=10": "must exceed the 256 byte tokens (got 10)",
+    "student.build.vision_width=12": ("vision_width / vision_heads, the vision head size, must be a multiple of 4 "
+                                      "for qwen2_vl (got 12 / 2 = 6)"),
+}
+
+
+@pytest.mark.parametrize("override", sorted(OUT_OF_RANGE))
+def test_an_out_of_range_number_is_one_line_naming_its_key(tmp_path, override):
+    (tmp_path / "r.yaml").write_text(STUDENT)
+    res = run_cli("check", "r.yaml", "--set", override, cwd=tmp_path, timeout=60)
+    out = (res.stdout + res.stderr).strip()
+    key, value = override.split("=", 1)
+    expected = OUT_OF_RANGE[override] if value.startswith("[") else f"{key}: {OUT_OF_RANGE[override]}"
+    assert res.returncode == 2, out
+    assert out == f"error: {expected}", out
+
+
+# edge values that mean something are accepted (in-process; the CLI run below checks a few)
+IN_RANGE = [
+    "curate.dedup.threshold=1", "curate.dedup.num_perm=2", "curate.dedup.ngram=64", "curate.dedup.image_distance=0",
+    "curate.rules.min_reasoning_tokens=0", "curate.rules.max_line_repeats=1", "curate.rules.max_answer_tokens=1",
+    "curate.rules.min_script_fraction=0", "curate.rules.max_repeated_ngram_fraction=1",
+    "curate.selection.difficulty.mix={easy: 0, hard: 1}", "curate.selection.difficulty.tolerance=0",
+    "train.batch_size=1", "train.weight_decay=0", "train.max_grad_norm=0", "train.lora.dropout=0",
+    "train.eval_table_rows=0", "train.micro_batch=16", "train.grad_accum=16", "train.vram=512MB",
+    "train.stages=[{name: a, epochs: 0.5, learning_rate: 1.0e-9, max_steps: 1}]",
+    "student.build.vision_pretrain_steps=0", "student.build.vocab_size=257", "student.build.seed=0",
+]
+
+
+@pytest.mark.parametrize("override", IN_RANGE)
+def test_an_edge_value_in_range_is_accepted(tmp_path, override):
+    from siqkit.recipe import load_recipe
+
+    (tmp_path / "r.yaml").write_text(STUDENT)
+    load_recipe(tmp_path / "r.yaml", [override])
+
+
+def test_edge_values_pass_check(tmp_path):
+    (tmp_path / "r.yaml").write_text(STUDENT)
+    sets = ["curate.dedup.threshold=1", "curate.rules.max_line_repeats=1", "train.micro_batch=4",
+            "train.grad_accum=4", "train.lora.dropout=0", "student.build.hidden_size=64"]
+    res = run_cli("check", "r.yaml", *(x for s in sets for x in ("--set", s)), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_run_dir_that_is_a_file_and_a_folder_as_recipe(tmp_path):
     (tmp_path / "taken").write_text("a file")
     (tmp_path / "r.yaml").write_text(GOOD + "run: {dir: taken/sub}\n")
