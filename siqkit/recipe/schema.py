@@ -16,7 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from siqkit.curate.config import CurateConfig
 from siqkit.section import _Model
 from siqkit.seeds.sources import SOURCE_TYPES
-from siqkit.train.config import StudentConfig, TrainConfig
+from siqkit.train.config import MAX_SEED, StudentConfig, TrainConfig
 
 FILE_SOURCES = ("jsonl", "csv", "parquet", "images", "hf_disk")
 BACKENDS = ("transformers", "vllm", "llama_cpp", "openai", "python")
@@ -385,7 +385,7 @@ class Recipe(_Model):
     """A whole recipe. Stages whose section is absent are not run."""
 
     run: RunConfig = Field(default_factory=RunConfig)
-    seed: int = 0  # one seed for every sampling decision in the run
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # one seed for every sampling decision in the run
     seeds: SeedsConfig
     teachers: list[TeacherConfig] = Field(default_factory=list)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)

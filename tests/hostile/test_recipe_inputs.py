@@ -78,6 +78,7 @@ OUT_OF_RANGE = {
     "curate.selection.difficulty.mix.easy=-30": "input should be greater than or equal to 0",
     "curate.selection.difficulty.tolerance=.nan": "Input should be a finite number",
     "curate.selection.labels.max_per_label=0": "must be at least 1 (got 0); remove it for no cap",
+    "seed=-1": "input should be greater than or equal to 0",
     "train.batch_size=0": "must be at least 1 (got 0)",
     "train.learning_rate=.nan": "Input should be a finite number",
     "train.stages=[{name: a}, {name: b, epochs: 0}]": "train.stages[1].epochs: must be greater than 0 (got 0.0)",
