@@ -101,13 +101,25 @@ OUT_OF_RANGE = {
 
 @pytest.mark.parametrize("override", sorted(OUT_OF_RANGE))
 def test_an_out_of_range_number_is_one_line_naming_its_key(tmp_path, override):
+    """In-process: the error ``siqkit check`` prints after ``error:`` (the CLI path is the one
+    :func:`test_bad_recipe_is_one_line_and_exit_2` runs, and one case below)."""
+    from siqkit.errors import RecipeError
+    from siqkit.recipe import load_recipe
+
     (tmp_path / "r.yaml").write_text(STUDENT)
-    res = run_cli("check", "r.yaml", "--set", override, cwd=tmp_path, timeout=60)
-    out = (res.stdout + res.stderr).strip()
     key, value = override.split("=", 1)
     expected = OUT_OF_RANGE[override] if value.startswith("[") else f"{key}: {OUT_OF_RANGE[override]}"
-    assert res.returncode == 2, out
-    assert out == f"error: {expected}", out
+    with pytest.raises(RecipeError) as e:
+        load_recipe(tmp_path / "r.yaml", [override])
+    assert str(e.value) == expected and e.value.exit_code == 2
+
+
+def test_an_out_of_range_number_through_check(tmp_path):
+    (tmp_path / "r.yaml").write_text(STUDENT)
+    res = run_cli("check", "r.yaml", "--set", "train.micro_batch=32", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert (res.stdout + res.stderr).strip() == \
+        f"error: train.micro_batch: {OUT_OF_RANGE['train.micro_batch=32']}"
 
 
 # edge values that mean something are accepted (in-process; the CLI run below checks a few)
