@@ -163,10 +163,10 @@ def inspect(
 @app.command()
 def upgrade(run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>).")) -> None:
     """Upgrade a run folder's store, written by an older siqkit, to this version's schema, in place."""
-    from siqkit.store import SCHEMA_VERSION, RunLock, Store
+    from siqkit.store import SCHEMA_VERSION, STORE_FILE, RunLock, Store
 
     lock = RunLock(run_dir)
-    if not (run_dir / "store.duckdb").is_file():
+    if not (run_dir / STORE_FILE).is_file():
         Store.open(run_dir)  # the one-line error for a folder without a store
     lock.acquire("siqkit upgrade")
     try:

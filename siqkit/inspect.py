@@ -20,7 +20,7 @@ from siqkit.annotate.stage import teacher_summary
 from siqkit.curate.stage import curation_summary
 from siqkit.evaluate.table import eval_table
 from siqkit.errors import SiqkitError
-from siqkit.records import Annotation, Curation, Generation, Record, Seed
+from siqkit.records import Annotation, Curation, Generation, Seed
 from siqkit.store import SCHEMA_VERSION, Store
 
 
@@ -69,13 +69,6 @@ def summarize(run_dir: str | Path) -> dict:
         store.close()
 
 
-TRACE_RECORDS: tuple[tuple[str, type[Record], str], ...] = (
-    ("seed", Seed, "id = ?"), ("generation", Generation, "key = ?"), ("annotation", Annotation, "key = ?"),
-    ("curation", Curation, "key = ?"),
-)
-"""What ``siqkit inspect --trace`` shows of a trace: each record, every field (the seed by its id)."""
-
-
 def trace(run_dir: str | Path, key: str) -> dict[str, dict]:
     """Every record the run holds about one trace (a generation key, or a unique prefix of one):
     its seed, the generation, its annotation and the curate stage's decision; a record the run
@@ -85,16 +78,13 @@ def trace(run_dir: str | Path, key: str) -> dict[str, dict]:
         keys = [k for (k,) in store.con.execute(
             "SELECT key FROM generations WHERE starts_with(key, ?) ORDER BY key LIMIT 6", [key]).fetchall()]
         if len(keys) != 1:
-            found = "no trace" if not keys else f"{'more than 5' if len(keys) > 5 else len(keys)} traces"
-            raise SiqkitError(f"{run_dir}: {found} with a key starting '{key}'; give more of the key "
+            what = "no trace" if not keys else f"{'more than 5' if len(keys) > 5 else len(keys)} traces"
+            raise SiqkitError(f"{run_dir}: {what} with a key starting '{key}'; give more of the key "
                               "(a trace's key is the `id` of its row in RUN_DIR/datasets/*/data.jsonl)")
-        seed = store.con.execute("SELECT seed_id FROM generations WHERE key = ?", keys).fetchone()[0]
-        out: dict[str, dict] = {}
-        for name, cls, where in TRACE_RECORDS:
-            found_records = store.read(cls, where, [seed if cls is Seed else keys[0]])
-            if found_records:
-                out[name] = dataclasses.asdict(found_records[0])
-        return out
+        generation = store.read(Generation, "key = ?", keys)[0]
+        found = {"seed": store.read(Seed, "id = ?", [generation.seed_id]), "generation": [generation],
+                 "annotation": store.read(Annotation, "key = ?", keys), "curation": store.read(Curation, "key = ?", keys)}
+        return {name: dataclasses.asdict(records[0]) for name, records in found.items() if records}
     finally:
         store.close()
 
